@@ -1,0 +1,1 @@
+"""ONNX export of ℓp-dist nets with the ``ai.linfdist::LpDist`` custom op (issue 7: not yet available)."""

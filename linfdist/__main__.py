@@ -1,0 +1,3 @@
+from linfdist.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Robustness certificates computed in torch (float32, the training-side view).
+
+- Margin certificate (plain nets): every logit is L-Lipschitz in ℓ∞, so the margin
+  g_y − max_{j≠y} g_j can drop by at most 2·L·ε; certified iff margin > 2·L·ε.
+- IBP: interval bounds through the net over the box [x − ε, x + ε] ∩ [0, 1];
+  certified iff the true logit's lower bound exceeds every other upper bound.
+
+These are evaluated in the runtime's own floating point; the independent verifier
+(``linfdist.verify``) re-derives them with an explicit rounding-error allowance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from linfdist.models import LinfDistNet, LinfDistNetMLP, per_sample
+
+RADIUS_BISECTION_STEPS = 12
+
+
+@dataclass
+class Certificates:
+    """Per-sample results; ``margin_certified`` is None for nets without a margin certificate."""
+
+    predictions: torch.Tensor
+    correct: torch.Tensor
+    margin_certified: torch.Tensor | None
+    ibp_certified: torch.Tensor
+    radius: torch.Tensor
+
+    @property
+    def certified(self) -> torch.Tensor:
+        """Correct and proved robust by either certificate."""
+        cert = self.ibp_certified
+        if self.margin_certified is not None:
+            cert = cert | self.margin_certified
+        return cert & self.correct
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """g_y − max_{j≠y} g_j per sample."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return true - others.amax(1)
+
+
+def interval_margin(lower: torch.Tensor, upper: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Worst-case margin from logit bounds: lower_y − max_{j≠y} upper_j."""
+    true = lower.gather(1, labels[:, None]).squeeze(1)
+    others = upper.scatter(1, labels[:, None], float("-inf"))
+    return true - others.amax(1)
+
+
+def logit_bounds(model, x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
+    """IBP logit bounds for all pixel inputs within ℓ∞ distance ε of x, clipped to [0, 1].
+
+    ``eps`` is a number or one value per sample.
+    """
+    if isinstance(model, LinfDistNetMLP):
+        return model.head_interval(*model.feature_interval(x, eps))
+    if isinstance(model, LinfDistNet):
+        e = per_sample(eps, x)
+        return model.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1))
+    raise TypeError(f"cannot certify a {type(model).__name__}")
+
+
+@torch.no_grad()
+def certify(model, x: torch.Tensor, labels: torch.Tensor, eps: float) -> Certificates:
+    """Certify one batch of pixel inputs x in [0, 1] at radius ε (model in eval mode)."""
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)
+        predictions = logits.argmax(1)
+        correct = predictions == labels
+        ibp = interval_margin(*logit_bounds(model, x, eps), labels) > 0
+        if isinstance(model, LinfDistNetMLP):
+            margin_cert = None
+            radius = _ibp_radius(model, x, labels, correct)
+        else:
+            two_l = 2 * model.lipschitz()
+            m = margin(logits, labels)
+            margin_cert = m > two_l * eps
+            radius = torch.where(correct, m.clamp_min(0) / two_l, torch.zeros_like(m))
+        return Certificates(predictions, correct, margin_cert, ibp, radius)
+    finally:
+        model.train(was_training)
+
+
+def _ibp_radius(model, x, labels, correct) -> torch.Tensor:
+    """Largest ε (to 2^-12 of [0, 1]) that IBP certifies, by bisection per sample."""
+    lo = torch.zeros(len(x))
+    hi = torch.ones(len(x))
+    for _ in range(RADIUS_BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        lower, upper = logit_bounds(model, x, mid)
+        ok = interval_margin(lower, upper, labels) > 0
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    return torch.where(correct, lo, torch.zeros_like(lo))

@@ -1,0 +1,152 @@
+"""The ``linfdist`` command line: train, verify, export, zoo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+JSON_SCHEMA = "linfdist.verify/1"
+LATER = {
+    "export": "ONNX export (issue 7)",
+    "zoo": "the Hub model zoo (issue 6)",
+    "bench": "kernel benchmarks (issue 4)",
+}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with the datasets (default: $LINFDIST_DATA, else bundled MNIST test)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linfdist", description="Certified-robust ℓ∞-distance nets.")
+    parser.add_argument("--version", action="version", version=f"linfdist {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    v = sub.add_parser("verify", help="certify a model on a test set and print clean / certified accuracy")
+    v.add_argument("model", nargs="?", help="checkpoint folder (config.json + model.safetensors); default: bundled model")
+    v.add_argument("--dataset", choices=["mnist", "fashion-mnist", "cifar10"], help="default: the model's")
+    v.add_argument("--eps", type=float, help="ℓ∞ radius in pixel units (default: the ε the model was trained for)")
+    v.add_argument("--limit", type=int, help="certify only the first N test images")
+    v.add_argument("--batch-size", type=int, default=500)
+    v.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    _add_common(v)
+
+    t = sub.add_parser("train", help="train a model from a recipe (resumable)")
+    t.add_argument("--recipe", default="mnist-default", help="built-in recipe name (see --list-recipes)")
+    t.add_argument("--list-recipes", action="store_true", help="print the built-in recipes and exit")
+    t.add_argument("--out", help="run folder (default: runs/<recipe>)")
+    t.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any recipe field")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_common(t)
+
+    for name, what in LATER.items():
+        sub.add_parser(name, help=f"{what}; not yet available")
+    return parser
+
+
+def _version() -> str:
+    from linfdist import __version__
+
+    return __version__
+
+
+def _set_threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_verify(args) -> int:
+    from linfdist.data import load_dataset
+    from linfdist.evaluate import evaluate
+    from linfdist.models import load_pretrained
+    from linfdist.zoo import bundled_model_dir
+
+    _set_threads(args.threads)
+    if args.model and args.model.endswith(".onnx"):
+        raise CliError("verifying .onnx files needs the independent verifier (issue 8), not yet available")
+    folder = Path(args.model) if args.model else bundled_model_dir()
+    if not folder.is_dir():
+        raise CliError(f"{folder} is not a checkpoint folder")
+    model = load_pretrained(folder)
+    dataset = args.dataset or model.config.dataset
+    eps = model.config.eps if args.eps is None else args.eps
+    if eps < 0:
+        raise CliError(f"--eps must be >= 0, got {eps}")
+    images, labels = load_dataset(dataset, "test", args.data_dir)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise CliError(f"--limit must be >= 1, got {args.limit}")
+        images, labels = images[: args.limit], labels[: args.limit]
+    if tuple(images.shape[1:]) != tuple(model.config.input_shape):
+        raise CliError(f"{dataset} images are {images.shape[1:]}, the model expects {model.config.input_shape}")
+    ev = evaluate(model, images, labels, eps, batch_size=args.batch_size, progress=not args.quiet)
+    row = {"model": str(folder), "runtime": "torch-cpu", "dataset": dataset, **ev.as_dict()}
+    print(format_table([row]))
+    if args.json:
+        report = {"schema": JSON_SCHEMA, "linfdist_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "results": [row]}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of verification rows."""
+    pct = lambda v: "n/a" if v is None else f"{v:.2f}%"  # noqa: E731
+    header = ["model", "runtime", "dataset", "eps", "n", "clean", "certified", "margin", "IBP", "time"]
+    lines = [[r["model"], r["runtime"], r["dataset"], f"{r['eps']:g}", str(r["n"]), pct(r["clean_accuracy"]),
+              pct(r["certified_accuracy"]), pct(r["certified_accuracy_margin"]), pct(r["certified_accuracy_ibp"]),
+              f"{r['seconds']:.1f}s"] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in lines)])
+
+
+def cmd_train(args) -> int:
+    from linfdist.train import RECIPES, get_recipe, train
+
+    if args.list_recipes:
+        for name, recipe in sorted(RECIPES.items()):
+            print(f"{name}: {recipe.dataset}, {recipe.architecture} {recipe.depth}x{recipe.width}, "
+                  f"eps {recipe.eps_test:g}, {recipe.epochs} epochs")
+        return 0
+    _set_threads(args.threads)
+    recipe = get_recipe(args.recipe)
+    overrides = list(args.set) + ([f"epochs={args.epochs}"] if args.epochs is not None else [])
+    recipe = recipe.override(overrides)
+    out = Path(args.out or f"runs/{recipe.name}")
+    target = train(recipe, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)
+    print(f"model written to {target}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "verify"
+    if args.command is None:
+        args = parser.parse_args(["verify", *(argv if argv is not None else sys.argv[1:])])
+    if command in LATER:
+        print(f"linfdist {command}: {LATER[command]} is not yet available", file=sys.stderr)
+        return 2
+    from linfdist.data import DatasetError
+
+    try:
+        return {"verify": cmd_verify, "train": cmd_train}[command](args)
+    except (CliError, DatasetError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
+        print(f"linfdist {command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"linfdist {command}: interrupted", file=sys.stderr)
+        return 130

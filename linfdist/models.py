@@ -1,0 +1,281 @@
+"""ℓ∞-dist nets (Zhang et al., ICML 2021): config-driven, Hub-ready models.
+
+``LinfDistNet``: normalise → [ℓp-dist layer → mean shift] × (depth − 1) → ℓp-dist layer
+with bias; logits are the negated last-layer distances. For p = ∞ every logit is
+(1 / min std)-Lipschitz in ℓ∞ over pixel space, which the margin certificate uses.
+
+``LinfDistNetMLP``: the same ℓ∞-dist layers as a Lipschitz feature extractor
+followed by a small ReLU MLP head, certified by interval bound propagation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from linfdist.nn import LpDistLinear, MeanShift
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _decode_float(value) -> float:
+    """Accept JSON-safe spellings of ∞ ("inf", "Infinity") alongside numbers."""
+    return float(value) if not isinstance(value, str) else float(value.replace("Infinity", "inf"))
+
+
+@dataclass
+class LinfDistNetConfig:
+    """Everything needed to rebuild a LinfDistNet; round-trips through config.json."""
+
+    architecture: str = "LinfDistNet"
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    num_classes: int = 10
+    depth: int = 5
+    width: int = 5120
+    p: float = math.inf
+    identity_value: float = 10.0
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+    dataset: str = "mnist"
+    eps: float = 0.1
+
+    def __post_init__(self):
+        self.input_shape = [int(v) for v in self.input_shape]
+        self.p = _decode_float(self.p)
+        self.mean = [float(v) for v in self.mean]
+        self.std = [float(v) for v in self.std]
+        channels = self.input_shape[0]
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) not in (1, channels):
+                raise ValueError(f"config.{name} needs 1 or {channels} values, got {len(values)}")
+        if min(self.std) <= 0:
+            raise ValueError(f"config.std must be positive, got {self.std}")
+        if self.depth < 1 or self.width < 1 or self.num_classes < 2:
+            raise ValueError("config needs depth >= 1, width >= 1 and num_classes >= 2")
+
+    def to_dict(self) -> dict:
+        """A strict-JSON dict (∞ written as the string "inf")."""
+        d = asdict(self)
+        d["p"] = "inf" if math.isinf(self.p) else self.p
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LinfDistNetConfig":
+        """Build from a dict, refusing unknown fields (they would be silently ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class LinfDistNetMLPConfig(LinfDistNetConfig):
+    """LinfDistNet features followed by a ReLU MLP head with ``head_hidden`` units."""
+
+    architecture: str = "LinfDistNetMLP"
+    head_hidden: int = 512
+
+
+def per_sample(eps, x: torch.Tensor) -> torch.Tensor:
+    """ε (a number or one value per sample) shaped to broadcast against x [N, ...]."""
+    e = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    return e.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class _HubModel(nn.Module):
+    """Shared Hub I/O: config.json in strict JSON beside the safetensors weights."""
+
+    config_class = LinfDistNetConfig
+
+    def _init_config(self, config) -> LinfDistNetConfig:
+        if isinstance(config, dict):
+            config = self.config_class.from_dict(config)
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        if config.architecture != type(self).__name__:
+            raise ValueError(
+                f"config describes a {config.architecture!r}, cannot build a {type(self).__name__} from it"
+            )
+        self.config = config
+        return config
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+        (Path(save_directory) / CONFIG_FILE).write_text(text + "\n")
+
+    def set_p(self, p: float) -> None:
+        """Set p on every ℓp-dist layer (p-annealing)."""
+        self.config.p = float(p)
+        for layer in self.modules():
+            if isinstance(layer, LpDistLinear):
+                layer.p = float(p)
+
+    def set_backend(self, backend: str) -> None:
+        """Pick the compute backend of every ℓp-dist layer."""
+        for layer in self.modules():
+            if isinstance(layer, LpDistLinear):
+                layer.backend = backend
+
+
+class _LinfDistTrunk(nn.Module):
+    """Normalisation followed by ℓp-dist layers; hidden ones are each followed by a mean shift."""
+
+    def __init__(self, config: LinfDistNetConfig, n_layers: int, out_features: int, last_bias: bool):
+        super().__init__()
+        c, pixels = config.input_shape[0], math.prod(config.input_shape[1:])
+        for name, values in (("pixel_mean", config.mean), ("pixel_std", config.std)):
+            per_pixel = torch.tensor(values).expand(c).repeat_interleave(pixels)
+            self.register_buffer(name, per_pixel, persistent=False)
+        widths = [math.prod(config.input_shape)] + [config.width] * (n_layers - 1) + [out_features]
+        self.layers = nn.ModuleList()
+        self.shifts = nn.ModuleList()
+        for i in range(n_layers):
+            last = i == n_layers - 1
+            self.layers.append(
+                LpDistLinear(widths[i], widths[i + 1], p=config.p, bias=last and last_bias,
+                             identity_value=config.identity_value)
+            )
+            if not last:
+                self.shifts.append(MeanShift(widths[i + 1]))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] (any [N, ...] shape) → flattened, normalised [N, K]."""
+        return (x.reshape(x.shape[0], -1) - self.pixel_mean) / self.pixel_std
+
+    def input_lipschitz(self) -> float:
+        """ℓ∞ Lipschitz constant of the normalisation (1 / min std)."""
+        return 1.0 / float(self.pixel_std.min())
+
+    def lipschitz(self) -> float:
+        """ℓ∞ → ℓ∞ Lipschitz constant of each output of the trunk, in pixel space."""
+        return self.input_lipschitz() * math.prod(layer.lipschitz() for layer in self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.normalize(x)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.shifts):
+                h = self.shifts[i](h)
+        return h
+
+    def interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output bounds over the pixel box [lower, upper] (inference-time shifts)."""
+        lo, hi = self.normalize(lower), self.normalize(upper)
+        for i, layer in enumerate(self.layers):
+            lo, hi = layer.interval(lo, hi)
+            if i < len(self.shifts):
+                lo, hi = self.shifts[i].interval(lo, hi)
+        return lo, hi
+
+
+class LinfDistNet(
+    _HubModel,
+    PyTorchModelHubMixin,
+    library_name="linfdist",
+    tags=["certified-robustness", "linf-dist-net"],
+    repo_url="https://github.com/linfdist/linfdist",
+):
+    """Plain ℓ∞-dist net; logits g(x) = −(last-layer distances + bias)."""
+
+    config_class = LinfDistNetConfig
+
+    def __init__(self, config: LinfDistNetConfig):
+        super().__init__()
+        config = self._init_config(config)
+        self.trunk = _LinfDistTrunk(config, config.depth, config.num_classes, last_bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.trunk(x)
+
+    def lipschitz(self) -> float:
+        """ℓ∞ Lipschitz constant of each logit w.r.t. the pixels."""
+        return self.trunk.lipschitz()
+
+    def interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logit bounds over the pixel box [lower, upper]."""
+        lo, hi = self.trunk.interval(lower, upper)
+        return -hi, -lo
+
+
+class LinfDistNetMLP(
+    _HubModel,
+    PyTorchModelHubMixin,
+    library_name="linfdist",
+    tags=["certified-robustness", "linf-dist-net"],
+    repo_url="https://github.com/linfdist/linfdist",
+):
+    """ℓ∞-dist feature extractor (``depth`` layers of ``width``) + ReLU MLP head."""
+
+    config_class = LinfDistNetMLPConfig
+
+    def __init__(self, config: LinfDistNetMLPConfig):
+        super().__init__()
+        config = self._init_config(config)
+        self.trunk = _LinfDistTrunk(config, config.depth, config.width, last_bias=False)
+        self.feature_shift = MeanShift(config.width)
+        self.head = nn.Sequential(
+            nn.Linear(config.width, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, config.num_classes)
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The ℓ∞-dist features z (each coordinate trunk.lipschitz()-Lipschitz)."""
+        return self.feature_shift(self.trunk(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def feature_interval(self, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature bounds for every pixel input within ε of x (clipped to [0, 1]); ε may be per sample.
+
+        Intersects the Lipschitz box z ± L·ε with the IBP box through the trunk.
+        """
+        e = per_sample(eps, x)
+        z = self.features(x)
+        radius = self.trunk.lipschitz() * e.reshape(e.shape[0], 1)
+        lo, hi = self.trunk.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1))
+        lo, hi = self.feature_shift.interval(lo, hi)
+        return torch.maximum(lo, z - radius), torch.minimum(hi, z + radius)
+
+    def head_interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """IBP through the head: Linear by centre/radius, ReLU monotone."""
+        for module in self.head:
+            if isinstance(module, nn.Linear):
+                center, radius = (upper + lower) / 2, (upper - lower) / 2
+                center = module(center)
+                radius = radius @ module.weight.abs().t()
+                lower, upper = center - radius, center + radius
+            else:
+                lower, upper = module(lower), module(upper)
+        return lower, upper
+
+
+ARCHITECTURES = {"LinfDistNet": LinfDistNet, "LinfDistNetMLP": LinfDistNetMLP}
+
+
+def load_pretrained(folder: str | Path):
+    """Load a Hub-layout checkpoint folder, picking the class from config.json's architecture."""
+    folder = Path(folder)
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: not a linfdist checkpoint folder")
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{folder / WEIGHTS_FILE} not found: the checkpoint has no weights")
+    try:
+        architecture = json.loads(config_path.read_text())["architecture"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{config_path}: not a linfdist config ({err})") from None
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{config_path}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    model = ARCHITECTURES[architecture].from_pretrained(folder)
+    model.eval()
+    return model
