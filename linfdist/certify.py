@@ -5,8 +5,10 @@
 - IBP: interval bounds through the net over the box [x − ε, x + ε] ∩ [0, 1];
   certified iff the true logit's lower bound exceeds every other upper bound.
 
-These are evaluated in the runtime's own floating point; the independent verifier
-(``linfdist.verify``) re-derives them with an explicit rounding-error allowance.
+Both subtract explicit float rounding allowances (``linfdist.rounding``), so a
+certificate holds for exact arithmetic and for a float32 runtime alike. They need
+p = ∞ on every layer. The independent verifier (``linfdist.verify``) re-derives
+them from the exported graph without this code.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from linfdist.models import LinfDistNet, LinfDistNetMLP, per_sample
+from linfdist.rounding import unit_roundoff
 
 RADIUS_BISECTION_STEPS = 12
 
@@ -54,39 +57,57 @@ def interval_margin(lower: torch.Tensor, upper: torch.Tensor, labels: torch.Tens
 
 
 def logit_bounds(model, x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
-    """IBP logit bounds for all pixel inputs within ℓ∞ distance ε of x, clipped to [0, 1].
-
-    ``eps`` is a number or one value per sample.
-    """
+    """Float64 bounds on every logit a float runtime computes for pixel inputs within ℓ∞
+    distance ε of x, clipped to [0, 1]; ``eps`` is a number or one value per sample."""
     if isinstance(model, LinfDistNetMLP):
         return model.head_interval(*model.feature_interval(x, eps))
     if isinstance(model, LinfDistNet):
         e = per_sample(eps, x)
-        return model.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1))
+        lo, hi, err = model.trunk.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1), rounding=True)
+        return -hi.double() - err[:, None], -lo.double() + err[:, None]
     raise TypeError(f"cannot certify a {type(model).__name__}")
+
+
+def margin_radius(model: LinfDistNet, x: torch.Tensor, labels: torch.Tensor):
+    """(logits, radius): the largest r with margin certified at every radius below it.
+
+    A float runtime's margin at x' with ‖x' − x‖∞ ≤ r is at least
+    m − u|m| − 2E(x) − 2L·r − 2(E(x) + S·u·L·r), where m is the computed margin, E(x) the
+    rounding bound of this evaluation and S the rounding sites whose operands grow by
+    at most L·r; solving for the r at which this reaches 0 gives the radius.
+    """
+    h, err = model.trunk(x, rounding=True)
+    logits = -h
+    m = margin(logits, labels).double()
+    u = unit_roundoff(logits.dtype)
+    lip = model.lipschitz()
+    sure = m - u * m.abs() - 4 * err
+    radius = sure / (2 * lip * (1 + model.trunk.rounding_sites() * u))
+    return logits, radius.clamp_min(0)
 
 
 @torch.no_grad()
 def certify(model, x: torch.Tensor, labels: torch.Tensor, eps: float) -> Certificates:
-    """Certify one batch of pixel inputs x in [0, 1] at radius ε (model in eval mode)."""
+    """Certify one batch of pixel inputs x in [0, 1] at radius ε (model in eval mode, p = ∞)."""
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     was_training = model.training
     model.eval()
     try:
-        logits = model(x)
+        if isinstance(model, LinfDistNetMLP):
+            logits = model(x)
+            margin_cert = None
+        else:
+            logits, radius = margin_radius(model, x, labels)
+            margin_cert = radius > eps
         predictions = logits.argmax(1)
         correct = predictions == labels
         ibp = interval_margin(*logit_bounds(model, x, eps), labels) > 0
         if isinstance(model, LinfDistNetMLP):
-            margin_cert = None
             radius = _ibp_radius(model, x, labels, correct)
-        else:
-            two_l = 2 * model.lipschitz()
-            m = margin(logits, labels)
-            margin_cert = m > two_l * eps
-            radius = torch.where(correct, m.clamp_min(0) / two_l, torch.zeros_like(m))
-        return Certificates(predictions, correct, margin_cert, ibp, radius)
+        radius = torch.where(correct, radius, torch.zeros_like(radius)).float()
+        return Certificates(predictions, correct, margin_cert & correct if margin_cert is not None else None,
+                            ibp & correct, radius)
     finally:
         model.train(was_training)
 

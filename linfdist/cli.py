@@ -134,9 +134,10 @@ def cmd_train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = args.command or "verify"
-    if args.command is None:
-        args = parser.parse_args(["verify", *(argv if argv is not None else sys.argv[1:])])
+    command = args.command
+    if command is None:
+        parser.print_help()
+        return 2
     if command in LATER:
         print(f"linfdist {command}: {LATER[command]} is not yet available", file=sys.stderr)
         return 2

@@ -20,9 +20,12 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from linfdist.nn import LpDistLinear, MeanShift
+from linfdist.rounding import matmul_error, rounding_error, unit_roundoff, widen
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+#: Covers the second-order terms the first-order rounding allowances leave out.
+ROUNDING_SLACK = 1.01
 
 
 def _decode_float(value) -> float:
@@ -160,22 +163,61 @@ class _LinfDistTrunk(nn.Module):
         """ℓ∞ → ℓ∞ Lipschitz constant of each output of the trunk, in pixel space."""
         return self.input_lipschitz() * math.prod(layer.lipschitz() for layer in self.layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_linf(self) -> None:
+        """Rounding allowances are derived for p = ∞ layers only."""
+        finite = [layer.p for layer in self.layers if not math.isinf(layer.p)]
+        if finite:
+            raise ValueError(f"certificates need p = inf on every layer (found p = {finite[0]:g}); call set_p(inf)")
+
+    def forward(self, x: torch.Tensor, rounding: bool = False):
+        """Trunk output; with ``rounding=True`` also a per-sample bound (float64) on how far
+        this float evaluation is from exact arithmetic (p = ∞ only)."""
         h = self.normalize(x)
+        if rounding:
+            self.check_linf()
+            err = rounding_error(h, 2)
         for i, layer in enumerate(self.layers):
             h = layer(h)
+            if rounding:
+                err = err + rounding_error(h, 1 if layer.bias is None else 2)
+                if layer.bias is not None:
+                    err = err + unit_roundoff(h.dtype) * float(layer.bias.detach().abs().max())
             if i < len(self.shifts):
                 h = self.shifts[i](h)
-        return h
+                if rounding:
+                    err = err + rounding_error(h)
+        return (h, err * ROUNDING_SLACK) if rounding else h
 
-    def interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Output bounds over the pixel box [lower, upper] (inference-time shifts)."""
+    def rounding_sites(self) -> int:
+        """Roundings along any input-to-output path whose size grows with the input (see forward)."""
+        return 2 + sum(1 if layer.bias is None else 2 for layer in self.layers) + len(self.shifts)
+
+    def interval(self, lower: torch.Tensor, upper: torch.Tensor, rounding: bool = False):
+        """Output bounds over the pixel box [lower, upper] (inference-time shifts).
+
+        With ``rounding=True`` (p = ∞ only) the bounds are stepped outward to contain the
+        exact-arithmetic ones, and a per-sample bound (float64) on a float runtime's own
+        rounding error anywhere in the box is returned too.
+        """
         lo, hi = self.normalize(lower), self.normalize(upper)
+        if rounding:
+            self.check_linf()
+            lo, hi = widen(lo, hi, 2)
+            err = rounding_error(torch.maximum(lo.abs(), hi.abs()), 2)
         for i, layer in enumerate(self.layers):
             lo, hi = layer.interval(lo, hi)
+            if rounding:
+                roundings = 1 if layer.bias is None else 2
+                lo, hi = widen(lo, hi, roundings)
+                err = err + rounding_error(torch.maximum(lo.abs(), hi.abs()), roundings)
+                if layer.bias is not None:
+                    err = err + unit_roundoff(lo.dtype) * float(layer.bias.detach().abs().max())
             if i < len(self.shifts):
                 lo, hi = self.shifts[i].interval(lo, hi)
-        return lo, hi
+                if rounding:
+                    lo, hi = widen(lo, hi)
+                    err = err + rounding_error(torch.maximum(lo.abs(), hi.abs()))
+        return (lo, hi, err * ROUNDING_SLACK) if rounding else (lo, hi)
 
 
 class LinfDistNet(
@@ -234,30 +276,40 @@ class LinfDistNetMLP(
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def feature_interval(self, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature bounds for every pixel input within ε of x (clipped to [0, 1]); ε may be per sample.
+    def feature_interval(self, x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 bounds on the features a float runtime computes for any pixel input within
+        ε of x (clipped to [0, 1]); ε may be per sample. p = ∞ only.
 
-        Intersects the Lipschitz box z ± L·ε with the IBP box through the trunk.
+        Intersects the Lipschitz box z ± L·ε with the IBP box through the trunk, each
+        widened by the rounding allowances of ``linfdist.rounding``.
         """
         e = per_sample(eps, x)
-        z = self.features(x)
-        radius = self.trunk.lipschitz() * e.reshape(e.shape[0], 1)
-        lo, hi = self.trunk.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1))
-        lo, hi = self.feature_shift.interval(lo, hi)
-        return torch.maximum(lo, z - radius), torch.minimum(hi, z + radius)
+        h, err_x = self.trunk(x, rounding=True)
+        z = self.feature_shift(h)
+        err_x = err_x + rounding_error(z)
+        lo, hi, err_box = self.trunk.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1), rounding=True)
+        lo, hi = widen(*self.feature_shift.interval(lo, hi))
+        err_box = err_box + rounding_error(torch.maximum(lo.abs(), hi.abs()))
+        reach = (self.trunk.lipschitz() * e.reshape(-1, 1).double() + err_x[:, None])
+        lo = torch.maximum(lo.double(), z.double() - reach) - err_box[:, None]
+        hi = torch.minimum(hi.double(), z.double() + reach) + err_box[:, None]
+        return lo, hi
 
     def head_interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """IBP through the head: Linear by centre/radius, ReLU monotone."""
+        """Float64 IBP through the head (Linear by centre/radius, ReLU monotone), widened by the
+        float32 runtime's matmul rounding error (``matmul_error``)."""
+        lower, upper = lower.double(), upper.double()
         for module in self.head:
             if isinstance(module, nn.Linear):
                 center, radius = (upper + lower) / 2, (upper - lower) / 2
-                center = module(center)
-                radius = radius @ module.weight.abs().t()
+                magnitude = torch.maximum(lower.abs(), upper.abs())
+                weight = module.weight.detach().double()
+                center = center @ weight.t() + module.bias.detach().double()
+                radius = radius @ weight.abs().t() + matmul_error(module.weight, magnitude, module.bias)
                 lower, upper = center - radius, center + radius
             else:
                 lower, upper = module(lower), module(upper)
         return lower, upper
-
 
 ARCHITECTURES = {"LinfDistNet": LinfDistNet, "LinfDistNetMLP": LinfDistNetMLP}
 

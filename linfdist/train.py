@@ -279,12 +279,9 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
             sums["n"] += len(y)
             bar.set_postfix(p=f"{p:g}", eps=f"{eps:.3f}", loss=f"{sums['loss'] / sums['n']:.4f}")
         bar.close()
-        model.set_p(p_at(recipe, epoch))
-        model.set_backend("torch")  # eval batches have other shapes: no recompilation
-        ev = evaluate(model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe.eps_test,
-                      progress=progress, desc="eval")
-        model.set_backend(recipe.backend)
-        record = {"epoch": epoch + 1, "p": model.config.p if math.isfinite(model.config.p) else "inf",
+        p = p_at(recipe, epoch)
+        ev = evaluate_at_linf(model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe, progress)
+        record = {"epoch": epoch + 1, "p": p if math.isfinite(p) else "inf",
                   "eps_train": eps, "lr": lr_at(recipe, epoch + 1), "train_loss": sums["loss"] / sums["n"],
                   "train_accuracy": 100.0 * sums["correct"] / sums["n"], "seconds": time.perf_counter() - started,
                   **{f"test_{k}": v for k, v in ev.as_dict().items() if k not in ("eps", "seconds")}}
@@ -302,6 +299,18 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
     return finalize(model, recipe, out, test_x, test_y, progress)
 
 
+def evaluate_at_linf(model, images, labels, recipe: Recipe, progress: bool):
+    """Certified accuracy of the net switched to p = ∞ (certificates need it), then restored."""
+    p, backend = model.config.p, recipe.backend
+    model.set_p(math.inf)
+    model.set_backend("torch")  # eval batches have other shapes: no recompilation
+    try:
+        return evaluate(model, images, labels, recipe.eps_test, progress=progress, desc="eval at p=inf")
+    finally:
+        model.set_p(p)
+        model.set_backend(backend)
+
+
 def finalize(model, recipe: Recipe, out: Path, test_x, test_y, progress: bool) -> Path:
     """Certify on the full test set and write the Hub-layout folder with its model card."""
     from linfdist.zoo.card import write_model_card
@@ -312,5 +321,18 @@ def finalize(model, recipe: Recipe, out: Path, test_x, test_y, progress: bool) -
     ev = evaluate(model, test_x, test_y, recipe.eps_test, progress=progress, desc="certify test set")
     target = out / MODEL_DIR
     model.save_pretrained(target)
-    write_model_card(target, model.config, ev.as_dict(), recipe=asdict(recipe))
+    write_model_card(target, model.config, ev.as_dict(), recipe=asdict(recipe), command=reproduce_command(recipe))
     return target
+
+
+def _cli_value(value) -> str:
+    """A recipe value as ``--set`` parses it back: text as is, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def reproduce_command(recipe: Recipe) -> str:
+    """The ``linfdist train`` command line that reproduces a recipe."""
+    name = recipe.name if recipe.name in RECIPES else "mnist-default"
+    base = asdict(RECIPES[name])
+    changed = [f"--set {k}={_cli_value(v)}" for k, v in asdict(recipe).items() if base[k] != v]
+    return " ".join(["linfdist train --recipe", name, "--data-dir DATA", *changed])

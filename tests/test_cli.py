@@ -1,0 +1,110 @@
+"""The linfdist command line: verify, train, placeholders, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from linfdist.cli import JSON_SCHEMA, main
+from linfdist.models import LinfDistNet, LinfDistNetConfig
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    net = LinfDistNet(LinfDistNetConfig(depth=2, width=16, eps=0.05, mean=[0.1307], std=[0.3081]))
+    net.eval()
+    folder = tmp_path / "ckpt"
+    net.save_pretrained(folder)
+    return folder
+
+
+def test_verify_checkpoint_prints_table_and_json(checkpoint, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    assert main(["verify", str(checkpoint), "--limit", "50", "--eps", "0.01", "--json", str(report), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "certified" in out and "torch-cpu" in out and "0.01" in out
+    data = json.loads(report.read_text())
+    assert data["schema"] == JSON_SCHEMA
+    (row,) = data["results"]
+    assert row["n"] == 50 and row["eps"] == 0.01 and row["dataset"] == "mnist"
+    for key in ("clean_accuracy", "certified_accuracy", "certified_accuracy_margin", "certified_accuracy_ibp"):
+        assert 0 <= row[key] <= 100
+    assert row["certified_accuracy"] <= row["clean_accuracy"]
+
+
+def test_verify_default_model_is_the_bundled_one(capsys):
+    assert main(["verify", "--limit", "100", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "zoo/default" in out.replace("\\", "/") and " 100 " in out
+
+
+def test_entry_point_runs_as_a_module(checkpoint):
+    result = subprocess.run(
+        [sys.executable, "-m", "linfdist", "verify", str(checkpoint), "--limit", "20", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "clean" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["verify", "no/such/folder"], "not a checkpoint folder"),
+        (["verify", "model.onnx"], "issue 8"),
+        (["verify", "--eps", "-1", "--limit", "5"], "--eps must be >= 0"),
+        (["verify", "--limit", "0"], "--limit must be >= 1"),
+        (["verify", "--dataset", "cifar10"], "cifar10 is not bundled"),
+        (["train", "--recipe", "imagenet-huge"], "unknown recipe"),
+        (["train", "--recipe", "mnist-tiny", "--set", "widht=3"], "unknown recipe field 'widht'"),
+        (["train", "--recipe", "mnist-tiny", "--set", "oops"], "field=value"),
+    ],
+)
+def test_bad_input_gives_one_line_error(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["export", "zoo", "bench"])
+def test_later_commands_say_not_yet_available(command, capsys):
+    assert main([command]) == 2
+    assert "not yet available" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "verify" in capsys.readouterr().out
+
+
+def test_list_recipes(capsys):
+    assert main(["train", "--list-recipes"]) == 0
+    assert "mnist-default" in capsys.readouterr().out
+
+
+def test_train_tiny_recipe_end_to_end_then_verify(shared_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--recipe", "mnist-tiny", "--data-dir", str(shared_data), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert metrics[-1]["p"] == "inf"
+    card = (out / "model" / "README.md").read_text()
+    assert "library_name: linfdist" in card and "certified_accuracy" in card
+    # Re-running into the same folder without --resume is refused; --resume of a finished run is a no-op.
+    assert main(argv) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["verify", str(out / "model"), "--limit", "100", "--quiet"]) == 0
+
+
+def test_resume_with_a_changed_recipe_is_refused(shared_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--recipe", "mnist-tiny", "--data-dir", str(shared_data), "--out", str(out), "--quiet"]
+    assert main(base + ["--epochs", "1"]) == 0
+    assert main(base + ["--epochs", "2", "--set", "lr=0.5", "--resume"]) == 2
+    assert "different recipe" in capsys.readouterr().err

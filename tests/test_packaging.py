@@ -1,0 +1,47 @@
+"""Package hygiene: light top-level import, torch-free verify, namespace mapping."""
+
+import subprocess
+import sys
+
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_import_linfdist_does_not_import_torch():
+    result = run_python("import sys, linfdist; print('torch' in sys.modules, linfdist.__version__)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "False"
+
+
+def test_verify_and_data_import_with_torch_blocked():
+    code = BLOCK_TORCH + "import linfdist.verify, linfdist.data; x, y = linfdist.data.load_dataset('mnist'); print(len(x))"
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "10000"
+
+
+def test_blocking_torch_really_blocks_it():
+    """Guards the test above: with torch blocked, anything needing torch fails."""
+    result = run_python(BLOCK_TORCH + "import linfdist.models")
+    assert result.returncode != 0 and "torch" in result.stderr
+
+
+def test_folders_map_into_the_linfdist_namespace():
+    import linfdist.export
+    import linfdist.kernels
+    import linfdist.verify
+    import linfdist.zoo
+
+    for module, folder in [(linfdist.kernels, "kernels"), (linfdist.export, "export"), (linfdist.verify, "verify"),
+                           (linfdist.zoo, "zoo")]:
+        assert module.__file__.replace("\\", "/").split("/")[-2] == folder
+
+
+def test_lazy_submodules():
+    import linfdist
+
+    assert linfdist.functional.lp_dist is not None
+    assert "models" in dir(linfdist)
