@@ -44,7 +44,7 @@ def _blocks(n: int, m: int, k: int):
 
 
 def _int_power(t: torch.Tensor, e: int) -> torch.Tensor:
-    """t**e for a small positive integer e by repeated squaring (in place on t)."""
+    """t**e for a positive integer e by repeated squaring (t itself is left unchanged)."""
     result = None
     base = t
     while e:
@@ -57,7 +57,7 @@ def _int_power(t: torch.Tensor, e: int) -> torch.Tensor:
 
 
 def _power(t: torch.Tensor, e) -> torch.Tensor:
-    """t**e for t in [0, 1]; exact repeated multiplication for small integer e.
+    """t**e for t in [0, 1]; repeated squaring for integer e ≤ 1024 (faster than pow).
 
     A tensor exponent (the compiled path) always takes the general power, so that a
     changing p does not trigger a recompilation.
@@ -74,8 +74,6 @@ def _power(t: torch.Tensor, e) -> torch.Tensor:
 class AbsDiff:
     """D = |x − w|: the plain ℓp distance."""
 
-    n_inputs = 1
-
     @staticmethod
     def dist(w, x):
         return (x - w).abs_()
@@ -87,8 +85,6 @@ class AbsDiff:
 
 class UpperBound:
     """D = max(|l − w|, |u − w|): the largest coordinate distance over the box [l, u]."""
-
-    n_inputs = 2
 
     @staticmethod
     def dist(w, l, u):
@@ -103,8 +99,6 @@ class UpperBound:
 
 class LowerBound:
     """D = max(0, l − w, w − u): the smallest coordinate distance over the box [l, u]."""
-
-    n_inputs = 2
 
     @staticmethod
     def dist(w, l, u):

@@ -24,6 +24,8 @@ from linfdist.rounding import matmul_error, rounding_error, unit_roundoff, widen
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+#: Model-card metadata that PyTorchModelHubMixin attaches to every model class.
+HUB_METADATA = {"library_name": "linfdist", "tags": ["certified-robustness", "linf-dist-net"]}
 #: Covers the second-order terms the first-order rounding allowances leave out.
 ROUNDING_SLACK = 1.01
 
@@ -220,13 +222,7 @@ class _LinfDistTrunk(nn.Module):
         return (lo, hi, err * ROUNDING_SLACK) if rounding else (lo, hi)
 
 
-class LinfDistNet(
-    _HubModel,
-    PyTorchModelHubMixin,
-    library_name="linfdist",
-    tags=["certified-robustness", "linf-dist-net"],
-    repo_url="https://github.com/linfdist/linfdist",
-):
+class LinfDistNet(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
     """Plain ℓ∞-dist net; logits g(x) = −(last-layer distances + bias)."""
 
     config_class = LinfDistNetConfig
@@ -249,13 +245,7 @@ class LinfDistNet(
         return -hi, -lo
 
 
-class LinfDistNetMLP(
-    _HubModel,
-    PyTorchModelHubMixin,
-    library_name="linfdist",
-    tags=["certified-robustness", "linf-dist-net"],
-    repo_url="https://github.com/linfdist/linfdist",
-):
+class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
     """ℓ∞-dist feature extractor (``depth`` layers of ``width``) + ReLU MLP head."""
 
     config_class = LinfDistNetMLPConfig

@@ -72,12 +72,17 @@ def test_certified_points_never_flip_on_a_dense_grid(seed, make):
     assert checked > 0, "no sample was certified: the test proves nothing"
 
 
-def test_margin_certificate_is_margin_over_two_l_eps_less_a_tiny_allowance():
-    net = tiny_net(0)
-    x = torch.rand(400, 1, 1, 2)
+def predicted_margins(seed, n):
+    """A tiny net, n inputs labelled with its own predictions, and their margins."""
+    net = tiny_net(seed)
+    x = torch.rand(n, 1, 1, 2)
     labels = net(x).argmax(1)
     with torch.no_grad():
-        m = margin(net(x), labels)
+        return net, x, labels, margin(net(x), labels)
+
+
+def test_margin_certificate_is_margin_over_two_l_eps_less_a_tiny_allowance():
+    net, x, labels, m = predicted_margins(0, 400)
     two_l = 2 * net.lipschitz()
     eps = float(m.median()) / two_l
     cert = certify(net, x, labels, eps)
@@ -90,11 +95,7 @@ def test_margin_certificate_is_margin_over_two_l_eps_less_a_tiny_allowance():
 
 def test_near_boundary_case_naive_float32_certifies_but_sound_does_not():
     """ε just below margin / 2L: the naive check passes, the rounding allowance refuses."""
-    net = tiny_net(3)
-    x = torch.rand(50, 1, 1, 2)
-    labels = net(x).argmax(1)
-    with torch.no_grad():
-        m = margin(net(x), labels)
+    net, x, labels, m = predicted_margins(3, 50)
     i = int(m.argmax())
     eps = float(m[i]) / (2 * net.lipschitz()) * (1 - 1e-7)
     assert bool(m[i] > 2 * net.lipschitz() * eps), "the naive float32 margin check certifies"

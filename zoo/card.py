@@ -9,8 +9,6 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from linfdist import __version__
 
-PROJECT_URL = "https://github.com/linfdist/linfdist"
-
 DATASET_IDS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
@@ -23,7 +21,7 @@ def card_data(config, results: dict) -> ModelCardData:
         EvalResult(task_type="image-classification", dataset_type=DATASET_IDS[config.dataset],
                    dataset_name=DATASET_NAMES[config.dataset], dataset_split="test", metric_type=metric,
                    metric_value=round(results[metric], 2), metric_name=f"{metric.replace('_', ' ')} (eps={eps:g})",
-                   source_name=source, source_url=PROJECT_URL)
+                   source_name=source)
         for metric in ("clean_accuracy", "certified_accuracy")
     ]
     return ModelCardData(
