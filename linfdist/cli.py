@@ -126,7 +126,12 @@ def cmd_train(args) -> int:
     overrides = list(args.set) + ([f"epochs={args.epochs}"] if args.epochs is not None else [])
     recipe = recipe.override(overrides)
     out = Path(args.out or f"runs/{recipe.name}")
-    target = train(recipe, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)
+    try:
+        target = train(recipe, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"linfdist train: interrupted; every completed epoch is in {out / 'checkpoint.pt'}, "
+              "continue with --resume", file=sys.stderr)
+        return 130
     print(f"model written to {target}")
     return 0
 

@@ -313,11 +313,21 @@ def load_pretrained(folder: str | Path):
     if not (folder / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"{folder / WEIGHTS_FILE} not found: the checkpoint has no weights")
     try:
-        architecture = json.loads(config_path.read_text())["architecture"]
+        data = json.loads(config_path.read_text())
+        architecture = data["architecture"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{config_path}: not a linfdist config ({err})") from None
     if architecture not in ARCHITECTURES:
         raise ValueError(f"{config_path}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
-    model = ARCHITECTURES[architecture].from_pretrained(folder)
+    cls = ARCHITECTURES[architecture]
+    try:
+        cls.config_class.from_dict(data)  # the Hub mixin would silently drop unknown fields
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: {err}") from None
+    try:
+        model = cls.from_pretrained(folder)
+    except RuntimeError as err:  # safetensors shapes or names that do not fit the config
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{folder / WEIGHTS_FILE} does not match {config_path}: {first}") from None
     model.eval()
     return model

@@ -145,6 +145,16 @@ def test_unknown_config_field_and_wrong_architecture_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="unknown architecture 'ResNet50'"):
         load_pretrained(tmp_path)
+    config["architecture"] = "LinfDistNetMLP"
+    config["dropout"] = 0.5
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="unknown LinfDistNetMLPConfig field.*dropout"):
+        load_pretrained(tmp_path)
+    config.pop("dropout")
+    config["width"] = 99
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match"):
+        load_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no weights"):
         load_pretrained(tmp_path)
