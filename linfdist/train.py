@@ -206,6 +206,63 @@ def _rng_state(generator: torch.Generator) -> dict:
     return {"torch": torch.get_rng_state(), "data": generator.get_state()}
 
 
+def _make_optimizer(model, recipe: Recipe):
+    """Adam over the model and the learnable log logit scale (its own learning rate)."""
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(recipe.logit_scale)))
+    optimizer = torch.optim.Adam(
+        [{"params": model.parameters(), "weight_decay": recipe.weight_decay},
+         {"params": [log_scale], "lr": recipe.logit_scale_lr, "weight_decay": 0.0}],
+        lr=recipe.lr, betas=tuple(recipe.adam_betas), eps=recipe.adam_eps,
+    )
+    return optimizer, log_scale
+
+
+def _restore(ckpt_path: Path, recipe: Recipe, model, optimizer, log_scale, generator) -> int:
+    """Load a checkpoint written by ``train``; returns the next epoch to run."""
+    state = torch.load(ckpt_path, weights_only=True)
+    saved = Recipe.from_dict(state["recipe"])
+    if asdict(saved) != asdict(recipe):
+        changed = sorted(k for k, v in asdict(recipe).items() if asdict(saved)[k] != v)
+        raise ValueError(f"--resume with a different recipe (fields {', '.join(changed)}); use the saved one")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log_scale.data.copy_(state["log_scale"])
+    generator.set_state(state["rng"]["data"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["epoch"] + 1
+
+
+def _train_epoch(model, optimizer, log_scale, x_all, y_all, recipe: Recipe, epoch: int, generator, progress) -> dict:
+    """One pass over the shuffled training set; returns loss and accuracy sums."""
+    model.train()
+    steps = len(x_all) // recipe.batch_size  # the last partial batch is dropped
+    order = torch.randperm(len(x_all), generator=generator)
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
+    sums = {"loss": 0.0, "correct": 0, "n": 0, "eps": 0.0}
+    for step in bar:
+        t = epoch + step / steps
+        p, eps = p_at(recipe, t), eps_at(recipe, t)
+        model.set_p(p)
+        optimizer.param_groups[0]["lr"] = lr_at(recipe, t)
+        idx = order[step * recipe.batch_size: (step + 1) * recipe.batch_size]
+        x, y = random_crop(x_all[idx], recipe.crop_pad, generator), y_all[idx]
+        logits = model(x)
+        loss = certified_margin_loss(logits, y, eps, model.trunk.input_lipschitz(), recipe, log_scale)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} step {step}; "
+                                     "the last good checkpoint is kept")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums["loss"] += loss.item() * len(y)
+        sums["correct"] += int((logits.argmax(1) == y).sum())
+        sums["n"] += len(y)
+        sums["eps"] = eps
+        bar.set_postfix(p=f"{p:g}", eps=f"{eps:.3f}", loss=f"{sums['loss'] / sums['n']:.4f}")
+    bar.close()
+    return sums
+
+
 def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) a recipe into ``out``; returns the Hub-layout model folder."""
     out = Path(out)
@@ -214,87 +271,41 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
     if not resume and ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-
     train_x, train_y = load_dataset(recipe.dataset, "train", data_dir)
     test_x, test_y = load_dataset(recipe.dataset, "test", data_dir)
     if recipe.train_limit:
         train_x, train_y = train_x[: recipe.train_limit], train_y[: recipe.train_limit]
+    if len(train_x) < recipe.batch_size:
+        raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(train_x)} training images")
+    out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(recipe.logit_scale)))
-    optimizer = torch.optim.Adam(
-        [{"params": model.parameters(), "weight_decay": recipe.weight_decay},
-         {"params": [log_scale], "lr": recipe.logit_scale_lr, "weight_decay": 0.0}],
-        lr=recipe.lr, betas=tuple(recipe.adam_betas), eps=recipe.adam_eps,
-    )
+    optimizer, log_scale = _make_optimizer(model, recipe)
     generator = torch.Generator().manual_seed(recipe.seed)
-    start_epoch = 0
-    if resume:
-        state = torch.load(ckpt_path, weights_only=True)
-        saved = Recipe.from_dict(state["recipe"])
-        if asdict(saved) != asdict(recipe):
-            changed = sorted(k for k, v in asdict(recipe).items() if asdict(saved)[k] != v)
-            raise ValueError(f"--resume with a different recipe (fields {', '.join(changed)}); use the saved one")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        log_scale.data.copy_(state["log_scale"])
-        generator.set_state(state["rng"]["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start_epoch = state["epoch"] + 1
+    start_epoch = _restore(ckpt_path, recipe, model, optimizer, log_scale, generator) if resume else 0
     (out / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2) + "\n")
 
-    x_all = pixels(train_x)
-    y_all = torch.from_numpy(train_y).long()
-    steps = len(x_all) // recipe.batch_size  # the last partial batch is dropped
-    if steps == 0:
-        raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(x_all)} training images")
+    x_all, y_all = pixels(train_x), torch.from_numpy(train_y).long()
     for epoch in range(start_epoch, recipe.epochs):
-        model.train()
-        order = torch.randperm(len(x_all), generator=generator)
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
-        sums = {"loss": 0.0, "correct": 0, "n": 0}
         started = time.perf_counter()
-        for step in bar:
-            t = epoch + step / steps
-            p, eps = p_at(recipe, t), eps_at(recipe, t)
-            model.set_p(p)
-            for group in optimizer.param_groups[:1]:
-                group["lr"] = lr_at(recipe, t)
-            idx = order[step * recipe.batch_size: (step + 1) * recipe.batch_size]
-            x = random_crop(x_all[idx], recipe.crop_pad, generator)
-            y = y_all[idx]
-            logits = model(x)
-            loss = certified_margin_loss(logits, y, eps, model.trunk.input_lipschitz(), recipe, log_scale)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss at epoch {epoch + 1} step {step}; last good checkpoint: {ckpt_path}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums["loss"] += loss.item() * len(y)
-            sums["correct"] += int((logits.argmax(1) == y).sum())
-            sums["n"] += len(y)
-            bar.set_postfix(p=f"{p:g}", eps=f"{eps:.3f}", loss=f"{sums['loss'] / sums['n']:.4f}")
-        bar.close()
-        p = p_at(recipe, epoch)
+        sums = _train_epoch(model, optimizer, log_scale, x_all, y_all, recipe, epoch, generator, progress)
         ev = evaluate_at_linf(model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe, progress)
-        record = {"epoch": epoch + 1, "p": p if math.isfinite(p) else "inf",
-                  "eps_train": eps, "lr": lr_at(recipe, epoch + 1), "train_loss": sums["loss"] / sums["n"],
+        p = p_at(recipe, epoch)
+        record = {"epoch": epoch + 1, "p": p if math.isfinite(p) else "inf", "eps_train": sums["eps"],
+                  "lr": lr_at(recipe, epoch + 1), "train_loss": sums["loss"] / sums["n"],
                   "train_accuracy": 100.0 * sums["correct"] / sums["n"], "seconds": time.perf_counter() - started,
                   **{f"test_{k}": v for k, v in ev.as_dict().items() if k not in ("eps", "seconds")}}
-        with open(out / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
         _atomic_save({"recipe": asdict(recipe), "epoch": epoch, "model": model.state_dict(),
                       "optimizer": optimizer.state_dict(), "log_scale": log_scale.detach().clone(),
                       "rng": _rng_state(generator)}, ckpt_path)
+        with open(out / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: p={record['p']} loss={record['train_loss']:.4f} "
                 f"train acc {record['train_accuracy']:.2f}% | test clean {record['test_clean_accuracy']:.2f}% "
-                f"certified {record['test_certified_accuracy']:.2f}% (n={ev.n})"
+                f"certified {record['test_certified_accuracy']:.2f}% at p=inf (n={ev.n})"
             )
     return finalize(model, recipe, out, test_x, test_y, progress)
 

@@ -16,12 +16,12 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": 
 def card_data(config, results: dict) -> ModelCardData:
     """The YAML header: library, license, dataset, tags and a model-index with the accuracies."""
     eps = results["eps"]
-    source = f"linfdist {__version__} torch certification (float32)"
+    args = {"eps": eps, "certifier": f"linfdist {__version__} torch float32 (margin + IBP, rounding-aware)"}
     evals = [
         EvalResult(task_type="image-classification", dataset_type=DATASET_IDS[config.dataset],
                    dataset_name=DATASET_NAMES[config.dataset], dataset_split="test", metric_type=metric,
                    metric_value=round(results[metric], 2), metric_name=f"{metric.replace('_', ' ')} (eps={eps:g})",
-                   source_name=source)
+                   metric_args=args)
         for metric in ("clean_accuracy", "certified_accuracy")
     ]
     return ModelCardData(

@@ -1,0 +1,45 @@
+"""The bundled default model: its card and the README state what `linfdist verify` measures."""
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from linfdist.data import load_dataset
+from linfdist.evaluate import evaluate
+from linfdist.models import LinfDistNet, load_pretrained
+from linfdist.zoo import bundled_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def card_metrics():
+    card = ModelCard.load(bundled_model_dir() / "README.md")
+    assert card.data.library_name == "linfdist"
+    return {r.metric_type: r.metric_value for r in card.data.eval_results}
+
+
+def test_default_model_loads_at_p_inf():
+    model = load_pretrained(bundled_model_dir())
+    assert isinstance(model, LinfDistNet)
+    assert math.isinf(model.config.p) and model.config.dataset == "mnist" and model.config.eps == 0.1
+    assert (bundled_model_dir() / "model.safetensors").stat().st_size < 15 * 2**20
+
+
+def test_card_figures_are_what_verification_measures(card_metrics):
+    """Re-certifies the whole bundled MNIST test set (about a minute on 2 cores)."""
+    model = load_pretrained(bundled_model_dir())
+    images, labels = load_dataset("mnist", "test")
+    result = evaluate(model, images, labels, model.config.eps, progress=False).as_dict()
+    assert result["n"] == 10000
+    assert card_metrics["clean_accuracy"] == round(result["clean_accuracy"], 2)
+    assert card_metrics["certified_accuracy"] == round(result["certified_accuracy"], 2)
+
+
+def test_readme_quotes_the_card(card_metrics):
+    readme = (REPO / "README.md").read_text()
+    for metric in ("clean_accuracy", "certified_accuracy"):
+        assert re.search(rf"\b{card_metrics[metric]:.2f}%", readme), f"README lacks {metric} {card_metrics[metric]}"
