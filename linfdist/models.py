@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_model
 from torch import nn
 
 from linfdist.nn import LpDistLinear, MeanShift
@@ -305,7 +306,11 @@ ARCHITECTURES = {"LinfDistNet": LinfDistNet, "LinfDistNetMLP": LinfDistNetMLP}
 
 
 def load_pretrained(folder: str | Path):
-    """Load a Hub-layout checkpoint folder, picking the class from config.json's architecture."""
+    """Load a Hub-layout checkpoint folder, picking the class from config.json's architecture.
+
+    Equivalent to ``cls.from_pretrained(folder)`` for a local folder, but strict about the
+    config and quiet (the mixin prints to stdout).
+    """
     folder = Path(folder)
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
@@ -321,11 +326,12 @@ def load_pretrained(folder: str | Path):
         raise ValueError(f"{config_path}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     cls = ARCHITECTURES[architecture]
     try:
-        cls.config_class.from_dict(data)  # the Hub mixin would silently drop unknown fields
+        config = cls.config_class.from_dict(data)  # the Hub mixin would silently drop unknown fields
     except (TypeError, ValueError) as err:
         raise ValueError(f"{config_path}: {err}") from None
+    model = cls(config)
     try:
-        model = cls.from_pretrained(folder)
+        load_model(model, folder / WEIGHTS_FILE, strict=True)
     except RuntimeError as err:  # safetensors shapes or names that do not fit the config
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"{folder / WEIGHTS_FILE} does not match {config_path}: {first}") from None

@@ -112,6 +112,8 @@ def test_hub_round_trip_is_bit_identical(tmp_path, make):
         assert torch.equal(a, b), name
     x = torch.rand(4, *net.config.input_shape)
     assert torch.equal(net(x), loaded(x))
+    via_mixin = type(net).from_pretrained(tmp_path).eval()
+    assert via_mixin.config == net.config and torch.equal(via_mixin(x), net(x))
 
 
 def test_config_round_trips_through_dict():

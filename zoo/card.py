@@ -57,8 +57,9 @@ normalised with mean {config.mean} and std {config.std} (ε is in pixel units, [
 |---|---|
 {table}
 
-Measured by linfdist {__version__} in torch float32 (margin certificate: margin > 2·L·ε with
-L = {1 / min(config.std):.4f}; IBP over the input box clipped to [0, 1]).
+Measured by linfdist {__version__} in torch float32 on the whole test split: margin certificate
+(margin > 2·L·ε with L = {1 / min(config.std):.4f}, less an explicit float32 rounding allowance) and IBP over
+the input box clipped to [0, 1] (bounds widened for rounding); a sample counts when either proves it.
 Re-check with `linfdist verify <this folder>`.
 """
     if command:
