@@ -144,3 +144,13 @@ def test_interval_refuses_inverted_box_and_unknown_backend():
         interval_lp_dist(torch.ones(1, 2), torch.zeros(1, 2), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="backend"):
         lp_dist(torch.ones(1, 2), torch.zeros(3, 2), backend="cuda-magic")
+
+
+@pytest.mark.parametrize("p", [3.0, math.inf])
+def test_non_contiguous_inputs(p):
+    x = torch.randn(9, 14)[:, ::2]
+    w = torch.randn(7, 5).t()
+    assert not x.is_contiguous() and not w.is_contiguous()
+    exact = math.isinf(p)  # a finite-p sum may be reduced in another order
+    torch.testing.assert_close(lp_dist(x, w, p), lp_dist(x.contiguous(), w.contiguous(), p),
+                               rtol=0 if exact else 1e-6, atol=0)
