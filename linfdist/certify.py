@@ -25,7 +25,11 @@ RADIUS_BISECTION_STEPS = 12
 
 @dataclass
 class Certificates:
-    """Per-sample results; ``margin_certified`` is None for nets without a margin certificate."""
+    """Per-sample results; ``margin_certified`` is None for nets without a margin certificate.
+
+    ``radius`` is the margin certificate's radius for plain nets (IBP may certify a given
+    ε beyond it) and the IBP radius, found by bisection, for nets with an MLP head.
+    """
 
     predictions: torch.Tensor
     correct: torch.Tensor
@@ -44,9 +48,7 @@ class Certificates:
 
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """g_y − max_{j≠y} g_j per sample."""
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    others = logits.scatter(1, labels[:, None], float("-inf"))
-    return true - others.amax(1)
+    return interval_margin(logits, logits, labels)
 
 
 def interval_margin(lower: torch.Tensor, upper: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -94,25 +96,23 @@ def certify(model, x: torch.Tensor, labels: torch.Tensor, eps: float) -> Certifi
     was_training = model.training
     model.eval()
     try:
-        if isinstance(model, LinfDistNetMLP):
+        mlp = isinstance(model, LinfDistNetMLP)
+        if mlp:
             logits = model(x)
-            margin_cert = None
         else:
-            logits, radius = margin_radius(model, x, labels)
-            margin_cert = radius > eps
+            logits, margin_r = margin_radius(model, x, labels)
         predictions = logits.argmax(1)
         correct = predictions == labels
         ibp = interval_margin(*logit_bounds(model, x, eps), labels) > 0
-        if isinstance(model, LinfDistNetMLP):
-            radius = _ibp_radius(model, x, labels, correct)
+        radius = _ibp_radius(model, x, labels) if mlp else margin_r
         radius = torch.where(correct, radius, torch.zeros_like(radius)).float()
-        return Certificates(predictions, correct, margin_cert & correct if margin_cert is not None else None,
-                            ibp & correct, radius)
+        margin_cert = None if mlp else (margin_r > eps) & correct
+        return Certificates(predictions, correct, margin_cert, ibp & correct, radius)
     finally:
         model.train(was_training)
 
 
-def _ibp_radius(model, x, labels, correct) -> torch.Tensor:
+def _ibp_radius(model, x, labels) -> torch.Tensor:
     """Largest ε (to 2^-12 of [0, 1]) that IBP certifies, by bisection per sample."""
     lo = torch.zeros(len(x))
     hi = torch.ones(len(x))
@@ -121,4 +121,4 @@ def _ibp_radius(model, x, labels, correct) -> torch.Tensor:
         lower, upper = logit_bounds(model, x, mid)
         ok = interval_margin(lower, upper, labels) > 0
         lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
-    return torch.where(correct, lo, torch.zeros_like(lo))
+    return lo
