@@ -73,6 +73,12 @@ def cmd_verify(args) -> int:
     from linfdist.models import load_pretrained
     from linfdist.zoo import bundled_model_dir
 
+    for name in ("limit", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.eps is not None and args.eps < 0:
+        raise CliError(f"--eps must be >= 0, got {args.eps}")
     _set_threads(args.threads)
     if args.model and args.model.endswith(".onnx"):
         raise CliError("verifying .onnx files needs the independent verifier (issue 8), not yet available")
@@ -82,12 +88,8 @@ def cmd_verify(args) -> int:
     model = load_pretrained(folder)
     dataset = args.dataset or model.config.dataset
     eps = model.config.eps if args.eps is None else args.eps
-    if eps < 0:
-        raise CliError(f"--eps must be >= 0, got {eps}")
     images, labels = load_dataset(dataset, "test", args.data_dir)
     if args.limit is not None:
-        if args.limit < 1:
-            raise CliError(f"--limit must be >= 1, got {args.limit}")
         images, labels = images[: args.limit], labels[: args.limit]
     if tuple(images.shape[1:]) != tuple(model.config.input_shape):
         raise CliError(f"{dataset} images are {images.shape[1:]}, the model expects {model.config.input_shape}")

@@ -57,6 +57,7 @@ def test_entry_point_runs_as_a_module(checkpoint):
         (["verify", "model.onnx"], "issue 8"),
         (["verify", "--eps", "-1", "--limit", "5"], "--eps must be >= 0"),
         (["verify", "--limit", "0"], "--limit must be >= 1"),
+        (["verify", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["verify", "--dataset", "cifar10"], "cifar10 is not bundled"),
         (["train", "--recipe", "imagenet-huge"], "unknown recipe"),
         (["train", "--recipe", "mnist-tiny", "--set", "widht=3"], "unknown recipe field 'widht'"),
