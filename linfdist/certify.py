@@ -25,7 +25,8 @@ RADIUS_BISECTION_STEPS = 12
 
 @dataclass
 class Certificates:
-    """Per-sample results; ``margin_certified`` is None for nets without a margin certificate.
+    """Per-sample results. A certificate is only issued for a correct prediction;
+    ``margin_certified`` is None for nets without a margin certificate.
 
     ``radius`` is the margin certificate's radius for plain nets (IBP may certify a given
     ε beyond it) and the IBP radius, found by bisection, for nets with an MLP head.
@@ -39,11 +40,10 @@ class Certificates:
 
     @property
     def certified(self) -> torch.Tensor:
-        """Correct and proved robust by either certificate."""
-        cert = self.ibp_certified
-        if self.margin_certified is not None:
-            cert = cert | self.margin_certified
-        return cert & self.correct
+        """Proved robust by either certificate (each already implies a correct prediction)."""
+        if self.margin_certified is None:
+            return self.ibp_certified
+        return self.ibp_certified | self.margin_certified
 
 
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -106,8 +106,8 @@ RECIPES = {
         backend="torch-compile",
     ),
     # A seconds-long run for tests and smoke checks.
-    "mnist-tiny": Recipe(
-        name="mnist-tiny", dataset="mnist", depth=3, width=32, eps_test=0.1, eps_train=0.1,
+    "mnist-smoke": Recipe(
+        name="mnist-smoke", dataset="mnist", depth=3, width=32, eps_test=0.1, eps_train=0.1,
         eps_ramp_epochs=1, epochs=2, p_warm_epochs=0, p_inf_epochs=1, batch_size=64,
         train_limit=512, eval_limit=200,
     ),

@@ -60,8 +60,8 @@ def test_entry_point_runs_as_a_module(checkpoint):
         (["verify", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["verify", "--dataset", "cifar10"], "cifar10 is not bundled"),
         (["train", "--recipe", "imagenet-huge"], "unknown recipe"),
-        (["train", "--recipe", "mnist-tiny", "--set", "widht=3"], "unknown recipe field 'widht'"),
-        (["train", "--recipe", "mnist-tiny", "--set", "oops"], "field=value"),
+        (["train", "--recipe", "mnist-smoke", "--set", "widht=3"], "unknown recipe field 'widht'"),
+        (["train", "--recipe", "mnist-smoke", "--set", "oops"], "field=value"),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, capsys):
@@ -88,7 +88,7 @@ def test_list_recipes(capsys):
 
 def test_train_tiny_recipe_end_to_end_then_verify(shared_data, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--recipe", "mnist-tiny", "--data-dir", str(shared_data), "--out", str(out), "--quiet"]
+    argv = ["train", "--recipe", "mnist-smoke", "--data-dir", str(shared_data), "--out", str(out), "--quiet"]
     assert main(argv) == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
@@ -105,7 +105,7 @@ def test_train_tiny_recipe_end_to_end_then_verify(shared_data, tmp_path, capsys)
 
 def test_resume_with_a_changed_recipe_is_refused(shared_data, tmp_path, capsys):
     out = tmp_path / "run"
-    base = ["train", "--recipe", "mnist-tiny", "--data-dir", str(shared_data), "--out", str(out), "--quiet"]
+    base = ["train", "--recipe", "mnist-smoke", "--data-dir", str(shared_data), "--out", str(out), "--quiet"]
     assert main(base + ["--epochs", "1"]) == 0
     assert main(base + ["--epochs", "2", "--set", "lr=0.5", "--resume"]) == 2
     assert "different recipe" in capsys.readouterr().err

@@ -65,8 +65,8 @@ def test_recipes_build_their_models():
 
 
 def test_overrides_and_reproduce_command():
-    r = get_recipe("mnist-tiny").override(["epochs=3", "lr=0.5", "backend=torch"])
+    r = get_recipe("mnist-smoke").override(["epochs=3", "lr=0.5", "backend=torch"])
     assert (r.epochs, r.lr, r.backend) == (3, 0.5, "torch")
-    assert reproduce_command(r) == "linfdist train --recipe mnist-tiny --data-dir DATA --set epochs=3 --set lr=0.5 --set backend=torch"
+    assert reproduce_command(r) == "linfdist train --recipe mnist-smoke --data-dir DATA --set epochs=3 --set lr=0.5 --set backend=torch"
     with pytest.raises(ValueError, match="unknown recipe field"):
         Recipe.from_dict({"epochz": 1})
