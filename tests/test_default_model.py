@@ -43,3 +43,27 @@ def test_readme_quotes_the_card(card_metrics):
     readme = (REPO / "README.md").read_text()
     for metric in ("clean_accuracy", "certified_accuracy"):
         assert re.search(rf"\b{card_metrics[metric]:.2f}%", readme), f"README lacks {metric} {card_metrics[metric]}"
+
+
+def test_pgd_never_breaks_a_certificate_of_the_default_model():
+    """Sign-gradient attacks at ε on real test images: every certified sample keeps its label."""
+    import torch
+
+    from linfdist.certify import certify, margin
+    from linfdist.evaluate import pixels
+
+    model = load_pretrained(bundled_model_dir())
+    images, labels = load_dataset("mnist", "test")
+    x, y = pixels(images[:300]), torch.from_numpy(labels[:300])
+    eps = model.config.eps
+    cert = certify(model, x, y, eps)
+    torch.manual_seed(0)
+    delta = (torch.rand_like(x) * 2 - 1) * eps
+    for _ in range(30):
+        delta.requires_grad_(True)
+        (grad,) = torch.autograd.grad(margin(model((x + delta).clamp(0, 1)), y).sum(), delta)
+        delta = (delta.detach() - eps / 4 * grad.sign()).clamp(-eps, eps)
+    with torch.no_grad():
+        robust = model((x + delta).clamp(0, 1)).argmax(1) == y
+    assert cert.certified.sum() > 250
+    assert robust[cert.certified].all(), "an attack broke a certificate"
