@@ -133,6 +133,16 @@ class _HubModel(nn.Module):
                 layer.backend = backend
 
 
+def _roundings(layer: LpDistLinear) -> int:
+    """Roundings producing a p = ∞ layer's output: the subtraction, and the bias add if any."""
+    return 1 if layer.bias is None else 2
+
+
+def _bias_error(layer: LpDistLinear, dtype: torch.dtype) -> float:
+    """The part of the bias add's rounding that comes from |b| (the distance is ≤ |y| + |b|)."""
+    return 0.0 if layer.bias is None else unit_roundoff(dtype) * float(layer.bias.detach().abs().max())
+
+
 class _LinfDistTrunk(nn.Module):
     """Normalisation followed by ℓp-dist layers; hidden ones are each followed by a mean shift."""
 
@@ -182,9 +192,7 @@ class _LinfDistTrunk(nn.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if rounding:
-                err = err + rounding_error(h, 1 if layer.bias is None else 2)
-                if layer.bias is not None:
-                    err = err + unit_roundoff(h.dtype) * float(layer.bias.detach().abs().max())
+                err = err + rounding_error(h, _roundings(layer)) + _bias_error(layer, h.dtype)
             if i < len(self.shifts):
                 h = self.shifts[i](h)
                 if rounding:
@@ -193,7 +201,7 @@ class _LinfDistTrunk(nn.Module):
 
     def rounding_sites(self) -> int:
         """Roundings along any input-to-output path whose size grows with the input (see forward)."""
-        return 2 + sum(1 if layer.bias is None else 2 for layer in self.layers) + len(self.shifts)
+        return 2 + sum(_roundings(layer) for layer in self.layers) + len(self.shifts)
 
     def interval(self, lower: torch.Tensor, upper: torch.Tensor, rounding: bool = False):
         """Output bounds over the pixel box [lower, upper] (inference-time shifts).
@@ -210,11 +218,9 @@ class _LinfDistTrunk(nn.Module):
         for i, layer in enumerate(self.layers):
             lo, hi = layer.interval(lo, hi)
             if rounding:
-                roundings = 1 if layer.bias is None else 2
-                lo, hi = widen(lo, hi, roundings)
-                err = err + rounding_error(torch.maximum(lo.abs(), hi.abs()), roundings)
-                if layer.bias is not None:
-                    err = err + unit_roundoff(lo.dtype) * float(layer.bias.detach().abs().max())
+                lo, hi = widen(lo, hi, _roundings(layer))
+                err = err + rounding_error(torch.maximum(lo.abs(), hi.abs()), _roundings(layer))
+                err = err + _bias_error(layer, lo.dtype)
             if i < len(self.shifts):
                 lo, hi = self.shifts[i].interval(lo, hi)
                 if rounding:
@@ -281,7 +287,7 @@ class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
         lo, hi, err_box = self.trunk.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1), rounding=True)
         lo, hi = widen(*self.feature_shift.interval(lo, hi))
         err_box = err_box + rounding_error(torch.maximum(lo.abs(), hi.abs()))
-        reach = (self.trunk.lipschitz() * e.reshape(-1, 1).double() + err_x[:, None])
+        reach = self.trunk.lipschitz() * e.reshape(-1, 1).double() + err_x[:, None]
         lo = torch.maximum(lo.double(), z.double() - reach) - err_box[:, None]
         hi = torch.minimum(hi.double(), z.double() + reach) + err_box[:, None]
         return lo, hi
@@ -301,6 +307,7 @@ class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
             else:
                 lower, upper = module(lower), module(upper)
         return lower, upper
+
 
 ARCHITECTURES = {"LinfDistNet": LinfDistNet, "LinfDistNetMLP": LinfDistNetMLP}
 
