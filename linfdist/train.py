@@ -314,7 +314,7 @@ def evaluate_at_linf(model, images, labels, recipe: Recipe, progress: bool):
     """Certified accuracy of the net switched to p = ∞ (certificates need it), then restored."""
     p, backend = model.config.p, recipe.backend
     model.set_p(math.inf)
-    model.set_backend("torch")  # eval batches have other shapes: no recompilation
+    model.set_backend("auto")  # eval batches have other shapes: no torch.compile recompilation
     try:
         return evaluate(model, images, labels, recipe.eps_test, progress=progress, desc="eval at p=inf")
     finally:

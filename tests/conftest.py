@@ -4,6 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    # No GPU: the Triton kernels run on CPU tensors through Triton's interpreter. Must be
+    # set before linfdist's Triton modules are imported (the jit decorator reads it).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

@@ -1,0 +1,98 @@
+"""Shared plumbing of the Triton kernels: operand checks, launch configs, interpreter mode.
+
+The kernels run compiled on CUDA tensors and, under ``TRITON_INTERPRET=1``, on CPU
+tensors through Triton's interpreter (how CI checks the Triton code itself). The
+environment variable must be set before this package's Triton modules are imported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from linfdist.kernels.torch_dist import check_p
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels through its numpy interpreter (TRITON_INTERPRET=1)."""
+    return bool(triton.knobs.runtime.interpret)
+
+
+def tile_configs(*names: str, interpreter_block: int = 32) -> list[triton.Config]:
+    """Autotune candidates for a 2-D output tile named by ``names``.
+
+    The interpreter gets one small tile: no benchmarking, and shapes that are not
+    tile multiples get exercised by small test operands.
+    """
+    if interpreting():
+        return [triton.Config({name: interpreter_block for name in names})]
+    return [
+        triton.Config(dict(zip(names, sizes)), num_warps=warps)
+        for sizes, warps in (((64, 64), 4), ((128, 64), 4), ((64, 128), 4), ((128, 128), 8), ((32, 32), 2))
+    ]
+
+
+def check_device(*tensors: torch.Tensor) -> None:
+    """Refuse tensors the Triton kernels cannot run on, saying what would work."""
+    for t in tensors:
+        if t.device.type == "cuda":
+            continue
+        if t.device.type == "cpu" and interpreting():
+            continue
+        raise RuntimeError(
+            f"Triton kernels need CUDA tensors (got a {t.device.type} tensor); use backend='torch' "
+            "on CPU, or set TRITON_INTERPRET=1 before importing linfdist to run them through "
+            "Triton's (slow) interpreter"
+        )
+
+
+def check_operands(weight: torch.Tensor, *inputs: torch.Tensor) -> None:
+    """Shapes, dtypes and devices the kernels accept, with one-line errors."""
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D [M, K], got shape {tuple(weight.shape)}")
+    for t in inputs:
+        if t.dim() != 2 or t.shape[1] != weight.shape[1]:
+            raise ValueError(
+                f"input must be 2-D [N, {weight.shape[1]}] to match weight {tuple(weight.shape)}, "
+                f"got shape {tuple(t.shape)}"
+            )
+        if t.shape != inputs[0].shape:
+            raise ValueError(f"interval bounds differ in shape: {tuple(inputs[0].shape)} vs {tuple(t.shape)}")
+        if t.dtype != weight.dtype or t.device != weight.device:
+            raise ValueError(
+                f"input ({t.dtype}, {t.device}) and weight ({weight.dtype}, {weight.device}) "
+                "must share dtype and device"
+            )
+    if weight.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise TypeError(f"lp_dist kernels need float16/bfloat16/float32/float64 tensors, got {weight.dtype}")
+    check_device(weight, *inputs)
+
+
+def compute_dtype(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 operands are computed (and accumulated) in float32; autograd casts grads back."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def integer_exponent(e: float) -> tuple[int, int]:
+    """(E, bits of E) for a power r**e: E = e when e is an integer in [0, 1024] (the
+    repeated-squaring path, exact up to rounding), else E = -1 (exp2/log2 path)."""
+    exponent = int(e) if e == int(e) and 0 <= e <= 1024 else -1
+    return exponent, max(exponent, 0).bit_length()
+
+
+def propagate_nan(out: torch.Tensor, *pairs: tuple[torch.Tensor, int]) -> torch.Tensor:
+    """Make out[n, m] NaN where a row of an operand holds a NaN.
+
+    The kernels' max reductions skip NaN (a comparison with NaN is false); a NaN must
+    surface in the output instead of being silently dropped. ``pairs`` are
+    (operand, output axis it indexes). Costs O((N + M)·K + N·M) and no host sync.
+    """
+    for operand, axis in pairs:
+        bad = torch.isnan(operand).any(1)
+        out.masked_fill_(bad[:, None] if axis == 0 else bad[None, :], math.nan)
+    return out
+
+
+__all__ = ["check_p", "check_operands", "compute_dtype", "integer_exponent", "interpreting", "propagate_nan", "tile_configs"]
