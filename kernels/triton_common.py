@@ -11,6 +11,7 @@ import math
 
 import torch
 import triton
+import triton.language as tl
 
 from linfdist.kernels.torch_dist import check_p
 
@@ -20,18 +21,44 @@ def interpreting() -> bool:
     return bool(triton.knobs.runtime.interpret)
 
 
-def tile_configs(*names: str, interpreter_block: int = 32) -> list[triton.Config]:
-    """Autotune candidates for a 2-D output tile named by ``names``.
+def tile_configs(rows: str = "BLOCK_N", cols: str = "BLOCK_M", max_cols: int = 16,
+                 interpreter_block: int = 32) -> list[triton.Config]:
+    """Autotune candidates for an output tile: ``rows`` spread over threads, ``cols`` in each thread.
 
-    The interpreter gets one small tile: no benchmarking, and shapes that are not
-    tile multiples get exercised by small test operands.
+    A thread holds rows/(32·warps) × cols outputs; 4 × 16 keeps the k loop at two loads
+    per 64 elements without spilling registers (checked in the compiled code, see
+    benchmarks/sass_report.py); kernels with more live state per output cap ``max_cols``. The interpreter gets one small tile: no benchmarking,
+    and small test operands still span several tiles.
     """
     if interpreting():
-        return [triton.Config({name: interpreter_block for name in names})]
+        return [triton.Config({rows: interpreter_block, cols: interpreter_block})]
     return [
-        triton.Config(dict(zip(names, sizes)), num_warps=warps)
-        for sizes, warps in (((64, 64), 4), ((128, 64), 4), ((64, 128), 4), ((128, 128), 8), ((32, 32), 2))
+        triton.Config({rows: r, cols: c}, num_warps=warps)
+        for r, c, warps in ((256, 16, 2), (128, 16, 1), (512, 16, 4), (256, 8, 2), (128, 8, 1))
+        if c <= max_cols
     ]
+
+
+@triton.jit
+def load_offsets(offs, size, EVEN: tl.constexpr):
+    """Row offsets safe to load without a mask: out-of-range rows read row 0 (never stored)."""
+    if EVEN:
+        safe = offs
+    else:
+        safe = tl.where(offs < size, offs, 0)
+    return safe.to(tl.int64)
+
+
+@triton.jit
+def store_tile(Y, value, offs_n, offs_m, N, M, stride_yn, stride_ym):
+    """Store a [BLOCK_M, BLOCK_N] tile to Y[n, m], masking rows past N and M."""
+    offs = offs_n.to(tl.int64)[None, :] * stride_yn + offs_m.to(tl.int64)[:, None] * stride_ym
+    tl.store(Y + offs, value, mask=(offs_n < N)[None, :] & (offs_m < M)[:, None])
+
+
+def even_tiles(args) -> bool:
+    """True when N and M are multiples of the tile, so no row needs clamping."""
+    return args["N"] % args["BLOCK_N"] == 0 and args["M"] % args["BLOCK_M"] == 0
 
 
 def check_device(*tensors: torch.Tensor) -> None:
@@ -95,4 +122,7 @@ def propagate_nan(out: torch.Tensor, *pairs: tuple[torch.Tensor, int]) -> torch.
     return out
 
 
-__all__ = ["check_p", "check_operands", "compute_dtype", "integer_exponent", "interpreting", "propagate_nan", "tile_configs"]
+__all__ = [
+    "check_p", "check_operands", "compute_dtype", "even_tiles", "integer_exponent", "interpreting", "load_offsets",
+    "propagate_nan", "store_tile", "tile_configs",
+]

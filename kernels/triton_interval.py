@@ -15,33 +15,35 @@ import triton
 import triton.language as tl
 
 from linfdist.kernels.torch_dist import LowerBound, UpperBound
-from linfdist.kernels.triton_common import check_operands, compute_dtype, propagate_nan, tile_configs
+from linfdist.kernels.triton_common import (
+    check_operands, compute_dtype, even_tiles, load_offsets, propagate_nan, store_tile, tile_configs,
+)
 from linfdist.kernels.triton_linf import backward_at_index, k_major
 from linfdist.kernels.triton_scatter import use_deterministic
 
 
-@triton.autotune(configs=tile_configs("BLOCK_N", "BLOCK_M"), key=["N", "M", "K", "WITH_INDEX"])
+@triton.autotune(configs=tile_configs(max_cols=8), key=["N", "M", "K", "WITH_INDEX"])  # 16 spills
+@triton.heuristics({"EVEN": even_tiles})
 @triton.jit
 def _linf_interval_kernel(
     L, U, W, LO, HI, IDX_LO, IDX_HI, N, M, K,
     stride_ln, stride_lk, stride_un, stride_uk, stride_wm, stride_wk, stride_on, stride_om,
-    WITH_INDEX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    WITH_INDEX: tl.constexpr, EVEN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_n, mask_m = offs_n < N, offs_m < M
-    rows = offs_n.to(tl.int64)[:, None]
+    rows = load_offsets(offs_n, N, EVEN)[None, :]
     l_ptr = L + rows * stride_ln
     u_ptr = U + rows * stride_un
-    w_ptr = W + offs_m.to(tl.int64)[None, :] * stride_wm
-    best_lo = tl.zeros((BLOCK_N, BLOCK_M), dtype=L.dtype.element_ty)
-    best_hi = tl.zeros((BLOCK_N, BLOCK_M), dtype=L.dtype.element_ty)
-    index_lo = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
-    index_hi = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+    w_ptr = W + load_offsets(offs_m, M, EVEN)[:, None] * stride_wm
+    best_lo = tl.zeros((BLOCK_M, BLOCK_N), dtype=L.dtype.element_ty)
+    best_hi = tl.zeros((BLOCK_M, BLOCK_N), dtype=L.dtype.element_ty)
+    index_lo = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    index_hi = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k in range(0, K):
-        lk = tl.load(l_ptr, mask=mask_n[:, None], other=0.0)
-        uk = tl.load(u_ptr, mask=mask_n[:, None], other=0.0)
-        wk = tl.load(w_ptr, mask=mask_m[None, :], other=0.0)
+        lk = tl.load(l_ptr + k * stride_lk)
+        uk = tl.load(u_ptr + k * stride_uk)
+        wk = tl.load(w_ptr + k * stride_wk)
         far = tl.maximum(wk - lk, uk - wk)
         near = tl.maximum(lk - wk, wk - uk)
         if WITH_INDEX:
@@ -54,16 +56,11 @@ def _linf_interval_kernel(
         else:
             best_hi = tl.maximum(best_hi, far)
             best_lo = tl.maximum(best_lo, near)
-        l_ptr += stride_lk
-        u_ptr += stride_uk
-        w_ptr += stride_wk
-    out = rows * stride_on + offs_m.to(tl.int64)[None, :] * stride_om
-    mask = mask_n[:, None] & mask_m[None, :]
-    tl.store(LO + out, best_lo, mask=mask)
-    tl.store(HI + out, best_hi, mask=mask)
+    store_tile(LO, best_lo, offs_n, offs_m, N, M, stride_on, stride_om)
+    store_tile(HI, best_hi, offs_n, offs_m, N, M, stride_on, stride_om)
     if WITH_INDEX:
-        tl.store(IDX_LO + out, index_lo, mask=mask)
-        tl.store(IDX_HI + out, index_hi, mask=mask)
+        store_tile(IDX_LO, index_lo, offs_n, offs_m, N, M, stride_on, stride_om)
+        store_tile(IDX_HI, index_hi, offs_n, offs_m, N, M, stride_on, stride_om)
 
 
 def linf_interval_forward(lower: torch.Tensor, upper: torch.Tensor, w: torch.Tensor, with_index: bool):

@@ -1,9 +1,11 @@
 """ℓ∞-dist on Triton: Y[n, m] = max_k |x[n, k] − w[m, k]| and its arg-max k*, with autograd.
 
 The forward is tiled like a matmul without tensor cores: each program owns a
-BLOCK_N × BLOCK_M tile of outputs in registers and streams k, reading one
+BLOCK_M × BLOCK_N tile of outputs in registers and streams k, reading one
 K-major row of x and of w per step (operands are transposed once, O((N + M)·K),
-so those reads are contiguous). Ties keep the first k, as torch.max does, so the
+so those reads are contiguous). Compiled for sm_90 the k loop issues ~4.5
+instructions per output element with the arg-max, ~2.5 without (see
+benchmarks/sass_report.py), against a floor of 2 (subtract, max). Ties keep the first k, as torch.max does, so the
 value and index equal the pure-torch reference bitwise. The backward sends
 g·sign(x − w) to coordinate k* only (see ``triton_scatter``).
 """
@@ -15,50 +17,51 @@ import triton
 import triton.language as tl
 
 from linfdist.kernels.torch_dist import AbsDiff
-from linfdist.kernels.triton_common import check_operands, compute_dtype, propagate_nan, tile_configs
+from linfdist.kernels.triton_common import (
+    check_operands, compute_dtype, even_tiles, load_offsets, propagate_nan, store_tile, tile_configs,
+)
 from linfdist.kernels.triton_scatter import scatter_add_at_index, use_deterministic
 
 
 @triton.jit
-def max_dist_tile(X, W, offs_n, offs_m, mask_n, mask_m, K, stride_xn, stride_xk, stride_wm, stride_wk,
-                  WITH_INDEX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    """(max_k |x − w|, first arg-max) over one output tile; the index is 0 when not WITH_INDEX."""
-    x_ptr = X + offs_n.to(tl.int64)[:, None] * stride_xn
-    w_ptr = W + offs_m.to(tl.int64)[None, :] * stride_wm
-    best = tl.zeros((BLOCK_N, BLOCK_M), dtype=X.dtype.element_ty)
-    index = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+def max_dist_tile(X, W, offs_n, offs_m, N, M, K, stride_xn, stride_xk, stride_wm, stride_wk,
+                  WITH_INDEX: tl.constexpr, EVEN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
+    """(max_k |x − w|, first arg-max) over a [BLOCK_M, BLOCK_N] tile; the index is 0 unless WITH_INDEX.
+
+    The tile is laid out m-major: a thread owns a few n (distinct, vector-loaded x) for
+    all BLOCK_M weights (the same w for every thread: broadcast loads), so each k step
+    costs about two loads per 16 outputs. The loop carries no masks (see load_offsets).
+    """
+    x_ptr = X + load_offsets(offs_n, N, EVEN)[None, :] * stride_xn
+    w_ptr = W + load_offsets(offs_m, M, EVEN)[:, None] * stride_wm
+    best = tl.zeros((BLOCK_M, BLOCK_N), dtype=X.dtype.element_ty)
+    index = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k in range(0, K):
-        x = tl.load(x_ptr, mask=mask_n[:, None], other=0.0)
-        w = tl.load(w_ptr, mask=mask_m[None, :], other=0.0)
-        d = tl.abs(x - w)
+        d = tl.abs(tl.load(x_ptr + k * stride_xk) - tl.load(w_ptr + k * stride_wk))
         if WITH_INDEX:
             take = d > best
             index = tl.where(take, k, index)
             best = tl.where(take, d, best)
         else:
             best = tl.maximum(best, d)
-        x_ptr += stride_xk
-        w_ptr += stride_wk
     return best, index
 
 
-@triton.autotune(configs=tile_configs("BLOCK_N", "BLOCK_M"), key=["N", "M", "K", "WITH_INDEX"])
+@triton.autotune(configs=tile_configs(), key=["N", "M", "K", "WITH_INDEX"])
+@triton.heuristics({"EVEN": even_tiles})
 @triton.jit
 def _linf_forward_kernel(
     X, W, Y, IDX, N, M, K,
     stride_xn, stride_xk, stride_wm, stride_wk, stride_yn, stride_ym,
-    WITH_INDEX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    WITH_INDEX: tl.constexpr, EVEN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_n, mask_m = offs_n < N, offs_m < M
-    best, index = max_dist_tile(X, W, offs_n, offs_m, mask_n, mask_m, K, stride_xn, stride_xk, stride_wm, stride_wk,
-                                WITH_INDEX, BLOCK_N, BLOCK_M)
-    out = offs_n.to(tl.int64)[:, None] * stride_yn + offs_m.to(tl.int64)[None, :] * stride_ym
-    mask = mask_n[:, None] & mask_m[None, :]
-    tl.store(Y + out, best, mask=mask)
+    best, index = max_dist_tile(X, W, offs_n, offs_m, N, M, K, stride_xn, stride_xk, stride_wm, stride_wk,
+                                WITH_INDEX, EVEN, BLOCK_N, BLOCK_M)
+    store_tile(Y, best, offs_n, offs_m, N, M, stride_yn, stride_ym)
     if WITH_INDEX:
-        tl.store(IDX + out, index, mask=mask)
+        store_tile(IDX, index, offs_n, offs_m, N, M, stride_yn, stride_ym)
 
 
 def k_major(t: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.triton_common import interpreting, tile_configs
+from linfdist.kernels.triton_common import interpreting, load_offsets, tile_configs
 
 
 @triton.autotune(configs=tile_configs("BLOCK_R", "BLOCK_S"), key=["R", "S"], restore_value=["OUT"])
@@ -41,24 +41,29 @@ def _scatter_atomic_kernel(
     tl.atomic_add(OUT + rows * stride_or + k.to(tl.int64) * stride_ok, c * scale, mask=mask & (c != 0))
 
 
-@triton.autotune(configs=tile_configs("BLOCK_R", "BLOCK_K"), key=["R", "S", "K"], restore_value=["OUT"])
+def even_onehot_tiles(args) -> bool:
+    return args["R"] % args["BLOCK_R"] == 0 and args["K"] % args["BLOCK_K"] == 0
+
+
+@triton.autotune(configs=tile_configs("BLOCK_K", "BLOCK_R"), key=["R", "S", "K"], restore_value=["OUT"])
+@triton.heuristics({"EVEN": even_onehot_tiles})
 @triton.jit
 def _scatter_onehot_kernel(
     C, IDX, OUT, scale, R, S, K,
     stride_cr, stride_cs, stride_ir, stride_is, stride_or, stride_ok,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    EVEN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    """OUT[r, k] += scale · Σ_s C[r, s]·[IDX[r, s] = k], summed over s in order."""
     offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    mask_r = offs_r < R
-    rows = offs_r.to(tl.int64)
+    rows = load_offsets(offs_r, R, EVEN)
     acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=OUT.dtype.element_ty)
     for s in range(0, S):
-        c = tl.load(C + rows * stride_cr + s * stride_cs, mask=mask_r, other=0.0)
-        k = tl.load(IDX + rows * stride_ir + s * stride_is, mask=mask_r, other=-1)
+        c = tl.load(C + rows * stride_cr + s * stride_cs)
+        k = tl.load(IDX + rows * stride_ir + s * stride_is)
         acc += tl.where(k[:, None] == offs_k[None, :], c[:, None], 0.0)
-    out = OUT + rows[:, None] * stride_or + offs_k.to(tl.int64)[None, :] * stride_ok
-    mask = mask_r[:, None] & (offs_k < K)[None, :]
+    out = OUT + offs_r.to(tl.int64)[:, None] * stride_or + offs_k.to(tl.int64)[None, :] * stride_ok
+    mask = (offs_r < R)[:, None] & (offs_k < K)[None, :]
     tl.store(out, tl.load(out, mask=mask, other=0.0) + acc * scale, mask=mask)
 
 

@@ -12,7 +12,6 @@ JSON_SCHEMA = "linfdist.verify/1"
 LATER = {
     "export": "ONNX export (issue 7)",
     "zoo": "the Hub model zoo (issue 6)",
-    "bench": "kernel benchmarks (issue 4)",
 }
 
 
@@ -48,6 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any recipe field")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(t)
+
+    b = sub.add_parser("bench", help="time the ℓp-dist backends against torch.cdist")
+    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper (default: small,paper on CUDA, small on CPU)")
+    b.add_argument("--p", default="inf,8", help="comma-separated p values (default: inf,8)")
+    b.add_argument("--passes", help="comma-separated: fwd, bwd, bounds, step (default: all on CUDA; fwd,bwd,bounds on CPU)")
+    b.add_argument("--backends", help="comma-separated: triton, torch, torch-compile, cdist (default: all that run here, "
+                                      "but not torch-compile or the Triton interpreter)")
+    b.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported (default 5)")
+    b.add_argument("--width", type=int, default=5120, help="hidden width of the step benchmark's 5-layer net")
+    b.add_argument("--batch", type=int, default=512, help="batch size of the step benchmark")
+    b.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
     for name, what in LATER.items():
         sub.add_parser(name, help=f"{what}; not yet available")
@@ -138,6 +150,53 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _csv(value: str, allowed, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise CliError(f"unknown {what} {', '.join(bad) or repr(value)}; choose from {', '.join(allowed)}")
+    return items
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from linfdist import bench
+
+    _set_threads(args.threads)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: no CUDA device is available")
+    for name in ("repeat", "width", "batch"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    on_gpu = device == "cuda"
+    sets = _csv(args.shapes or ("small,paper" if on_gpu else "small"), list(bench.SHAPES), "shape set")
+    shapes = [s for name in sets for s in bench.SHAPES[name]]
+    passes = _csv(args.passes or ("fwd,bwd,bounds,step" if on_gpu else "fwd,bwd,bounds"), bench.PASSES, "pass")
+    try:
+        ps = [float(v) for v in args.p.split(",")]
+    except ValueError:
+        raise CliError(f"--p must be comma-separated numbers or inf, got {args.p!r}") from None
+    runnable = bench.available_backends(device)
+    default = [b for b in runnable if on_gpu or b != "triton"]
+    backends = _csv(args.backends or ",".join(default), bench.BACKENDS, "backend")
+    missing = [b for b in backends if b not in runnable and b != "torch-compile"]
+    if missing:
+        raise CliError(f"backend {', '.join(missing)} cannot run on {device} here (Triton needs CUDA or TRITON_INTERPRET=1)")
+
+    print(f"# linfdist bench on {bench.device_name(device)}, torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}; median of {args.repeat}")
+    print(bench.format_line(bench.HEADER), flush=True)
+    report = lambda row: print(bench.format_line(bench.format_row(row)), flush=True)  # noqa: E731
+    rows = bench.run(shapes, ps, passes, backends, device, args.repeat, args.width, args.batch, report=report)
+    if args.json:
+        doc = {"schema": "linfdist.bench/1", "device": bench.device_name(device), "torch": torch.__version__,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [r.as_dict() for r in rows]}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -151,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     from linfdist.data import DatasetError
 
     try:
-        return {"verify": cmd_verify, "train": cmd_train}[command](args)
+        return {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench}[command](args)
     except (CliError, DatasetError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"linfdist {command}: error: {err}", file=sys.stderr)
         return 2

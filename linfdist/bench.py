@@ -1,0 +1,193 @@
+"""Benchmarks of the ℓp-dist backends against torch.cdist, measured in one run.
+
+Each row times one (shape, p, pass, backend): ``fwd`` (forward, no autograd),
+``bwd`` (backward only, from a saved forward), ``bounds`` (ℓ∞ interval bounds,
+forward) or ``step`` (one training step of a 5-layer net: forward, cross-entropy,
+backward, Adam). Element-ops/s is N·M·K per second for every pass (for ``step``,
+the sum over layers); the ratios divide the torch.cdist and pure-torch times of
+the same case by the row's time, so noise between machines cancels.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+#: (N, M, K): batch × out features × in features.
+SHAPES = {
+    "tiny": [(64, 96, 80)],
+    "small": [(128, 1024, 784), (512, 1024, 1024)],
+    "paper": [(512, 5120, 784), (512, 5120, 3072), (512, 5120, 5120)],
+}
+PASSES = ("fwd", "bwd", "bounds", "step")
+BACKENDS = ("triton", "torch", "torch-compile", "cdist")
+
+
+@dataclass
+class Row:
+    shape: str
+    p: float
+    pass_: str
+    backend: str
+    seconds: float
+    elements: int
+    vs_cdist: float | None = None
+    vs_torch: float | None = None
+
+    @property
+    def ops_per_second(self) -> float:
+        return self.elements / self.seconds
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["pass"] = d.pop("pass_")
+        d["p"] = "inf" if math.isinf(self.p) else self.p
+        d["element_ops_per_second"] = self.ops_per_second
+        return d
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn, device: str, repeat: int, warmup: int = 1) -> float:
+    """Median wall time of fn() over ``repeat`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def distance_fn(backend: str, p: float):
+    """f(x, w) → [N, M] distances for one backend."""
+    if backend == "cdist":
+        return lambda x, w: torch.cdist(x, w, p=p)
+    from linfdist.functional import lp_dist
+
+    return lambda x, w: lp_dist(x, w, p, backend=backend)
+
+
+def timed_call(backend: str, pass_: str, p: float, n: int, m: int, k: int, device: str):
+    """The zero-argument function a row times, with its operands prepared outside the timing."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.rand(n, k, device=device, generator=gen)
+    w = torch.randn(m, k, device=device, generator=gen)
+    if pass_ == "bounds":
+        from linfdist.functional import interval_lp_dist
+
+        lower, upper = (x - 0.1).clamp_min(0), (x + 0.1).clamp_max(1)
+        return lambda: interval_lp_dist(lower, upper, w, p, backend=backend)
+    f = distance_fn(backend, p)
+    if pass_ == "fwd":
+        def forward():
+            with torch.no_grad():
+                return f(x, w)
+
+        return forward
+    x.requires_grad_()
+    w.requires_grad_()
+    y = f(x, w)
+    g = torch.randn(y.shape, device=device, generator=gen)
+    return lambda: torch.autograd.grad(y, (x, w), g, retain_graph=True)
+
+
+def step_call(backend: str, p: float, width: int, batch: int, device: str):
+    """One Adam training step of a 5×width LinfDistNet on MNIST-shaped inputs."""
+    from linfdist.models import LinfDistNet, LinfDistNetConfig
+
+    model = LinfDistNet(LinfDistNetConfig(depth=5, width=width, p=p)).to(device)
+    model.set_backend(backend)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.rand(batch, 1, 28, 28, device=device, generator=gen)
+    labels = torch.randint(0, 10, (batch,), device=device, generator=gen)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+
+    layers = [(784, width)] + [(width, width)] * 4 + [(width, 10)]
+    return step, sum(batch * m * k for k, m in layers)
+
+
+def available_backends(device: str) -> list[str]:
+    """Backends that can run on ``device`` (Triton on CUDA, or on CPU under the interpreter)."""
+    from linfdist.kernels import triton_available
+
+    names = ["torch", "cdist"]
+    if triton_available():
+        if device == "cuda":
+            names.insert(0, "triton")
+        else:
+            from linfdist.kernels.triton_common import interpreting
+
+            if interpreting():
+                names.insert(0, "triton")
+    return names
+
+
+def run(shapes, ps, passes, backends, device: str, repeat: int, width: int = 5120, batch: int = 512,
+        report=None) -> list[Row]:
+    """Measure every case; ``report(row)`` is called as each row is ready."""
+    rows = []
+    for p in ps:
+        for pass_ in passes:
+            cases = [("step", None)] if pass_ == "step" else [(f"{n}x{m}x{k}", (n, m, k)) for n, m, k in shapes]
+            for label, dims in cases:
+                case_rows = []
+                for backend in backends:
+                    if backend == "cdist" and pass_ in ("bounds", "step"):
+                        continue
+                    if pass_ == "bounds" and not math.isinf(p) and backend == "triton":
+                        continue
+                    if pass_ == "step":
+                        fn, elements = step_call(backend, p, width, batch, device)
+                        label = f"5x{width} net, batch {batch}"
+                    else:
+                        fn, elements = timed_call(backend, pass_, p, *dims, device), math.prod(dims)
+                    case_rows.append(Row(label, p, pass_, backend, median_seconds(fn, device, repeat), elements))
+                times = {r.backend: r.seconds for r in case_rows}
+                for r in case_rows:
+                    r.vs_cdist = times["cdist"] / r.seconds if "cdist" in times else None
+                    r.vs_torch = times["torch"] / r.seconds if "torch" in times else None
+                    rows.append(r)
+                    if report:
+                        report(r)
+    return rows
+
+
+HEADER = ["shape NxMxK", "p", "pass", "backend", "time", "elem-ops/s", "vs cdist", "vs torch"]
+
+
+def format_row(r: Row) -> list[str]:
+    ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+    p = "inf" if math.isinf(r.p) else f"{r.p:g}"
+    return [r.shape, p, r.pass_, r.backend, f"{r.seconds * 1e3:.2f} ms", f"{r.ops_per_second / 1e9:.2f} G",
+            ratio(r.vs_cdist), ratio(r.vs_torch)]
+
+
+WIDTHS = [26, 5, 6, 13, 12, 11, 9, 9]
+
+
+def format_line(cells: list[str]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU, {torch.get_num_threads()} torch threads"
