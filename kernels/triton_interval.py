@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.torch_dist import LowerBound, UpperBound
+from linfdist.kernels.torch_dist import LowerBound, UpperBound, differentiable
 from linfdist.kernels.triton_common import (
     check_operands, compute_dtype, even_tiles, load_offsets, propagate_nan, store_tile, tile_configs,
 )
@@ -88,8 +88,7 @@ class LinfIntervalFunction(torch.autograd.Function):
     """(lo, hi) of ‖x − w[m]‖∞ over the box [lower, upper] on Triton."""
 
     @staticmethod
-    def forward(ctx, lower, upper, w, deterministic):
-        with_index = any(ctx.needs_input_grad[:3])
+    def forward(ctx, lower, upper, w, deterministic, with_index):
         lo, hi, index_lo, index_hi = linf_interval_forward(lower, upper, w, with_index)
         ctx.deterministic = deterministic
         ctx.set_materialize_grads(False)
@@ -108,9 +107,9 @@ class LinfIntervalFunction(torch.autograd.Function):
             grads = backward_at_index(rule, w, [lower, upper], index, grad.contiguous(), ctx.deterministic)
             total = grads if total is None else [a + b for a, b in zip(total, grads)]
         if total is None:
-            return None, None, None, None
+            return None, None, None, None, None
         grad_w, grad_lower, grad_upper = total
-        return grad_lower, grad_upper, grad_w, None
+        return grad_lower, grad_upper, grad_w, None, None
 
 
 def triton_interval_linf_dist(lower: torch.Tensor, upper: torch.Tensor, w: torch.Tensor,
@@ -119,6 +118,5 @@ def triton_interval_linf_dist(lower: torch.Tensor, upper: torch.Tensor, w: torch
     check_operands(w, lower, upper)
     if bool((lower > upper).any()):
         raise ValueError("interval lower bound exceeds upper bound")
-    return LinfIntervalFunction.apply(
-        compute_dtype(lower), compute_dtype(upper), compute_dtype(w), use_deterministic(deterministic)
-    )
+    lower, upper, w = compute_dtype(lower), compute_dtype(upper), compute_dtype(w)
+    return LinfIntervalFunction.apply(lower, upper, w, use_deterministic(deterministic), differentiable(lower, upper, w))

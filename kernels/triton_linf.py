@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.torch_dist import AbsDiff
+from linfdist.kernels.torch_dist import AbsDiff, differentiable
 from linfdist.kernels.triton_common import (
     check_operands, compute_dtype, even_tiles, load_offsets, propagate_nan, store_tile, tile_configs,
 )
@@ -110,8 +110,7 @@ class LinfDistFunction(torch.autograd.Function):
     """Y = ‖x[n] − w[m]‖∞ on Triton; the backward routes through the saved arg-max index."""
 
     @staticmethod
-    def forward(ctx, x, w, deterministic):
-        with_index = any(ctx.needs_input_grad[:2])
+    def forward(ctx, x, w, deterministic, with_index):
         out, index = linf_forward(x, w, with_index)
         ctx.deterministic = deterministic
         if with_index:
@@ -123,7 +122,7 @@ class LinfDistFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, w, index = ctx.saved_tensors
         grad_w, grad_x = backward_at_index(AbsDiff, w, [x], index, grad_out.contiguous(), ctx.deterministic)
-        return grad_x, grad_w, None
+        return grad_x, grad_w, None, None
 
 
 def triton_linf_dist(x: torch.Tensor, w: torch.Tensor, deterministic: bool | None = None) -> torch.Tensor:
@@ -133,4 +132,5 @@ def triton_linf_dist(x: torch.Tensor, w: torch.Tensor, deterministic: bool | Non
     ``deterministic`` (default: torch's global flag) picks the reproducible backward.
     """
     check_operands(w, x)
-    return LinfDistFunction.apply(compute_dtype(x), compute_dtype(w), use_deterministic(deterministic))
+    x, w = compute_dtype(x), compute_dtype(w)
+    return LinfDistFunction.apply(x, w, use_deterministic(deterministic), differentiable(x, w))

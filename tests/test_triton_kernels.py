@@ -15,8 +15,9 @@ from linfdist.kernels import torch_dist, triton_available
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
 
-# (N, M, K): single elements, less than a tile, and more than one tile in every direction.
-SHAPES = [(1, 1, 1), (5, 7, 3), (37, 53, 67)]
+# (N, M, K): single elements, less than a tile, more than one tile in every direction, and
+# whole tiles (the interpreter's tile is 32: the unclamped EVEN path).
+SHAPES = [(1, 1, 1), (5, 7, 3), (37, 53, 67), (64, 32, 9)]
 FINITE_P = [1.0, 2.0, 3.0, 2.5, 8.0, 1000.0]
 
 
@@ -301,3 +302,19 @@ def test_paper_shapes_on_gpu(n, m, k):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
     y8 = kernels.lp_dist(x, w, 8.0)
     torch.testing.assert_close(y8, torch_dist.torch_lp_dist(x, w, 8.0), rtol=1e-5, atol=1e-5)
+
+
+def test_no_grad_forward_skips_the_arg_max(kernels, device, monkeypatch):
+    """Inference takes the value-only loop (about half the instructions of the arg-max one)."""
+    from linfdist.kernels import triton_linf
+
+    seen = []
+    real = triton_linf.linf_forward
+    monkeypatch.setattr(triton_linf, "linf_forward", lambda x, w, index: seen.append(index) or real(x, w, index))
+    x = torch.randn(3, 4, device=device, requires_grad=True)
+    w = torch.randn(2, 4, device=device, requires_grad=True)
+    with torch.no_grad():
+        kernels.lp_dist(x, w)
+    kernels.lp_dist(x, w)
+    kernels.lp_dist(x.detach(), w.detach())
+    assert seen == [False, True, False]
