@@ -77,11 +77,22 @@ def _power(t: torch.Tensor, e) -> torch.Tensor:
     return t.pow_(e)
 
 
+def _view(buffer, like_a, like_b):
+    """``buffer`` (flat, or None) viewed as the broadcast shape of two operands, for ``out=``."""
+    if buffer is None:
+        return None
+    shape = torch.broadcast_shapes(like_a.shape, like_b.shape)
+    return buffer[: math.prod(shape)].view(shape)
+
+
 class AbsDiff:
     """D = |x − w|: the plain ℓp distance."""
 
+    #: One temporary, freshly allocated: measured faster here than a reused buffer.
+    reuses_buffers = False
+
     @staticmethod
-    def dist(w, x):
+    def dist(w, x, buffers=(None, None)):
         return (x - w).abs_()
 
     @staticmethod
@@ -92,9 +103,12 @@ class AbsDiff:
 class UpperBound:
     """D = max(|l − w|, |u − w|): the largest coordinate distance over the box [l, u]."""
 
+    reuses_buffers = True
+
     @staticmethod
-    def dist(w, l, u):
-        return torch.maximum((l - w).abs_(), (u - w).abs_())
+    def dist(w, l, u, buffers=(None, None)):
+        a = torch.sub(l, w, out=_view(buffers[0], l, w)).abs_()
+        return torch.maximum(a, torch.sub(u, w, out=_view(buffers[1], u, w)).abs_(), out=a)
 
     @staticmethod
     def partials(w, l, u):
@@ -106,9 +120,12 @@ class UpperBound:
 class LowerBound:
     """D = max(0, l − w, w − u): the smallest coordinate distance over the box [l, u]."""
 
+    reuses_buffers = True
+
     @staticmethod
-    def dist(w, l, u):
-        return torch.maximum(l - w, w - u).clamp_min_(0)
+    def dist(w, l, u, buffers=(None, None)):
+        a = torch.sub(l, w, out=_view(buffers[0], l, w))
+        return torch.maximum(a, torch.sub(w, u, out=_view(buffers[1], w, u)), out=a).clamp_min_(0)
 
     @staticmethod
     def partials(w, l, u):
@@ -118,9 +135,9 @@ class LowerBound:
         return (from_l.to(w.dtype), -from_u.to(w.dtype))
 
 
-def _forward_block(rule, p, want_index, w, *inputs):
-    """Y (and k* for p = ∞ when wanted) for one block of outputs."""
-    d = rule.dist(w[None], *(t[:, None] for t in inputs))
+def _forward_block(rule, p, want_index, buffers, w, *inputs):
+    """Y (and k* for p = ∞ when wanted) for one block of outputs; D goes into ``buffers`` if given."""
+    d = rule.dist(w[None], *(t[:, None] for t in inputs), buffers=buffers)
     if not isinstance(p, torch.Tensor) and math.isinf(p):
         if want_index:
             val, idx = d.max(-1)
@@ -169,6 +186,17 @@ def _block_fns(compiled: bool):
     return _COMPILED["fns"]
 
 
+def _workspace(blocks, k: int, like: torch.Tensor):
+    """Two flat buffers that every block's temporaries reuse (eager interval rules).
+
+    Three block-sized temporaries per block let glibc hand memory back to the OS and
+    page-fault it in again each time; on 2 shared cores that made a fresh process's
+    interval bounds 10× slower than with reuse (1.6 s vs 0.16 s at 128×1024×784).
+    """
+    size = max((n1 - n0) * (m1 - m0) * k for n0, n1, m0, m1 in blocks) if blocks else 0
+    return like.new_empty(size), like.new_empty(size)
+
+
 class _CoordNorm(torch.autograd.Function):
     """Y[n, m] = ‖rule.dist(w[m], *inputs[n])‖_p, chunked, with autograd."""
 
@@ -181,8 +209,10 @@ class _CoordNorm(torch.autograd.Function):
         want_index = math.isinf(p) and differentiable
         index = torch.empty(n, m, dtype=torch.int32, device=w.device) if want_index else None
         p_arg = _p_argument(p, compiled)
-        for n0, n1, m0, m1 in _blocks(n, m, k):
-            val, idx = forward_block(rule, p_arg, want_index, w[m0:m1], *(t[n0:n1] for t in inputs))
+        blocks = list(_blocks(n, m, k))
+        buffers = _workspace(blocks, k, w) if rule.reuses_buffers and not compiled else (None, None)
+        for n0, n1, m0, m1 in blocks:
+            val, idx = forward_block(rule, p_arg, want_index, buffers, w[m0:m1], *(t[n0:n1] for t in inputs))
             out[n0:n1, m0:m1] = val
             if want_index:
                 index[n0:n1, m0:m1] = idx

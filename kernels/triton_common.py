@@ -13,7 +13,6 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.torch_dist import check_p
 
 
 def interpreting() -> bool:
@@ -123,6 +122,6 @@ def propagate_nan(out: torch.Tensor, *pairs: tuple[torch.Tensor, int]) -> torch.
 
 
 __all__ = [
-    "check_p", "check_operands", "compute_dtype", "even_tiles", "integer_exponent", "interpreting", "load_offsets",
+    "check_operands", "compute_dtype", "even_tiles", "integer_exponent", "interpreting", "load_offsets",
     "propagate_nan", "store_tile", "tile_configs",
 ]

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.triton_common import interpreting, load_offsets, tile_configs
+from linfdist.kernels.triton_common import load_offsets, tile_configs
 
 
 @triton.autotune(configs=tile_configs("BLOCK_R", "BLOCK_S"), key=["R", "S"], restore_value=["OUT"])
@@ -93,4 +93,4 @@ def use_deterministic(deterministic: bool | None) -> bool:
     return torch.are_deterministic_algorithms_enabled() if deterministic is None else bool(deterministic)
 
 
-__all__ = ["interpreting", "scatter_add_at_index", "use_deterministic"]
+__all__ = ["scatter_add_at_index", "use_deterministic"]
