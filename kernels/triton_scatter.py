@@ -21,10 +21,17 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.triton_common import load_offsets, tile_configs
+from linfdist.kernels.triton_common import interpreting, load_offsets, tile_configs
 
 
-@triton.autotune(configs=tile_configs("BLOCK_R", "BLOCK_S"), key=["R", "S"], restore_value=["OUT"])
+def _atomic_configs() -> list[triton.Config]:
+    """Elementwise tiles small enough that a thread's 64-bit addresses fit in registers."""
+    if interpreting():
+        return tile_configs("BLOCK_R", "BLOCK_S")
+    return [triton.Config({"BLOCK_R": r, "BLOCK_S": c}, num_warps=4) for r, c in ((32, 64), (64, 64), (16, 128))]
+
+
+@triton.autotune(configs=_atomic_configs(), key=["R", "S"], restore_value=["OUT"])
 @triton.jit
 def _scatter_atomic_kernel(
     C, IDX, OUT, scale, R, S,

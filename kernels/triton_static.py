@@ -65,6 +65,8 @@ def variants() -> list[Variant]:
                 ("stride_ln", "stride_un", "stride_wm", "stride_on"), dict(forward, WITH_INDEX=False)),
         Variant("scatter, deterministic", triton_scatter._scatter_onehot_kernel, ("stride_ok", "stride_cs", "stride_is"),
                 dict(forward), rows="BLOCK_K", cols="BLOCK_R"),
+        Variant("scatter, atomic", triton_scatter._scatter_atomic_kernel, ("stride_ok", "stride_cs", "stride_is"),
+                {}, rows="BLOCK_R", cols="BLOCK_S"),
     ]
 
 
@@ -104,7 +106,8 @@ def _tool(name: str) -> str:
 
 @dataclass
 class LoopReport:
-    """The hot loops of a compiled kernel (both passes of a two-pass kernel), per iteration."""
+    """The hot loops of a compiled kernel (both passes of a two-pass kernel), per iteration;
+    for a kernel without a loop, the whole kernel."""
 
     variant: str
     config: str
@@ -139,8 +142,9 @@ def analyse(variant: Variant, config: triton.Config) -> LoopReport:
         jump = re.search(r"BRA `\((\.L_x_\d+)\)", line)
         if jump and labels.get(jump.group(1), i) < i:
             loops.append(lines[labels[jump.group(1)]:i + 1])
-    opcodes = Counter()  # summed over the k (or s) loops; one-instruction loops are traps
-    for line in (line for loop in loops if len(loop) > 2 for line in loop):
+    loops = [loop for loop in loops if len(loop) > 2]  # one-instruction loops are traps
+    opcodes = Counter()  # summed over the k (or s) loops; a kernel without one counts whole
+    for line in (line for loop in loops for line in loop) if loops else lines:
         op = re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", line)
         if op:
             opcodes[op.group(1)] += 1

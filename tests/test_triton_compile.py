@@ -29,6 +29,7 @@ BUDGETS = {
     "interval, with arg-max": 14.1,
     "interval, values only": 9.7,
     "scatter, deterministic": 4.6,
+    "scatter, atomic": None,  # straight-line, O(N·M) not O(N·M·K): compiled and spill-checked only
 }
 
 
@@ -53,7 +54,8 @@ def test_hot_loops_stay_within_instruction_budgets(reports):
     first = {}
     for r in reports:
         first.setdefault(r["variant"], r)  # the first autotune config: the tuned-for case
-    over = {name: round(r["per_element"], 2) for name, r in first.items() if r["per_element"] > BUDGETS[name]}
+    over = {name: round(r["per_element"], 2) for name, r in first.items()
+            if BUDGETS[name] is not None and r["per_element"] > BUDGETS[name]}
     assert not over, f"instructions per element over budget: {over}"
 
 
