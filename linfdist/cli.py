@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--list-recipes", action="store_true", help="print the built-in recipes and exit")
     t.add_argument("--out", help="run folder (default: runs/<recipe>)")
     t.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    t.add_argument("--width", type=int, help="override the recipe's layer width (the papers' is 5120)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any recipe field")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(t)
@@ -133,18 +134,20 @@ def cmd_train(args) -> int:
     if args.list_recipes:
         for name, recipe in sorted(RECIPES.items()):
             print(f"{name}: {recipe.dataset}, {recipe.architecture} {recipe.depth}x{recipe.width}, "
-                  f"eps {recipe.eps_test:g}, {recipe.epochs} epochs")
+                  f"eps {recipe.eps_test:g}, {recipe.loss} loss, {recipe.epochs} epochs")
         return 0
     _set_threads(args.threads)
     recipe = get_recipe(args.recipe)
-    overrides = list(args.set) + ([f"epochs={args.epochs}"] if args.epochs is not None else [])
+    overrides = list(args.set) + [f"{name}={getattr(args, name)}" for name in ("epochs", "width")
+                                  if getattr(args, name) is not None]
     recipe = recipe.override(overrides)
     out = Path(args.out or f"runs/{recipe.name}")
     try:
         target = train(recipe, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"linfdist train: interrupted; every completed epoch is in {out / 'checkpoint.pt'}, "
-              "continue with --resume", file=sys.stderr)
+        print(f"linfdist train: interrupted; progress is saved in {out / 'checkpoint.pt'}, "
+              f"continue with: linfdist train --recipe {args.recipe} --out {out} --resume (and the same options)",
+              file=sys.stderr)
         return 130
     print(f"model written to {target}")
     return 0

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from linfdist.attack import pgd
 from linfdist.certify import certify
 
 
@@ -24,6 +25,8 @@ class Evaluation:
     certified: int
     seconds: float
     radius: np.ndarray
+    pgd_correct: int | None = None
+    pgd_violations: int | None = None  # certified samples PGD misclassified: must be 0
 
     def as_dict(self) -> dict:
         pct = lambda k: None if k is None else 100.0 * k / self.n  # noqa: E731
@@ -34,6 +37,8 @@ class Evaluation:
             "certified_accuracy": pct(self.certified),
             "certified_accuracy_margin": pct(self.margin_certified),
             "certified_accuracy_ibp": pct(self.ibp_certified),
+            **({} if self.pgd_correct is None else
+               {"pgd_accuracy": pct(self.pgd_correct), "pgd_violations": self.pgd_violations}),
             "seconds": round(self.seconds, 3),
         }
 
@@ -44,12 +49,17 @@ def pixels(images_uint8: np.ndarray) -> torch.Tensor:
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, eps: float, batch_size: int = 500,
-             progress: bool = True, desc: str = "certify") -> Evaluation:
-    """Certify every sample of (images uint8 [N, C, H, W], labels [N]) at radius ε."""
+             progress: bool = True, desc: str = "certify", pgd_steps: int = 0, seed: int = 0) -> Evaluation:
+    """Certify every sample of (images uint8 [N, C, H, W], labels [N]) at radius ε.
+
+    With ``pgd_steps`` > 0 also attack each sample with PGD at ε (seeded by ``seed``) and
+    count PGD accuracy and certified samples the attack broke (a soundness bug if any).
+    """
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"need a non-empty set of images with one label each, got {len(images)} and {len(labels)}")
     start = time.perf_counter()
-    totals = {"correct": 0, "margin": 0, "ibp": 0, "certified": 0}
+    totals = {"correct": 0, "margin": 0, "ibp": 0, "certified": 0, "pgd": 0, "violations": 0}
+    generator = torch.Generator().manual_seed(seed)
     has_margin = True
     radii = []
     bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
@@ -65,10 +75,17 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, eps: float, batch_si
         else:
             totals["margin"] += int(cert.margin_certified.sum())
         radii.append(cert.radius.numpy())
+        if pgd_steps:
+            adv = pgd(model, x, y, eps, pgd_steps, generator)
+            with torch.no_grad():
+                robust = model(adv).argmax(1) == y
+            totals["pgd"] += int(robust.sum())
+            totals["violations"] += int((cert.certified & ~robust).sum())
         bar.update(len(x))
     bar.close()
     return Evaluation(
         n=len(images), eps=eps, correct=totals["correct"],
         margin_certified=totals["margin"] if has_margin else None, ibp_certified=totals["ibp"],
         certified=totals["certified"], seconds=time.perf_counter() - start, radius=np.concatenate(radii),
+        pgd_correct=totals["pgd"] if pgd_steps else None, pgd_violations=totals["violations"] if pgd_steps else None,
     )

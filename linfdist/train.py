@@ -9,9 +9,13 @@ continues from the last complete epoch. The result is a Hub-layout folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from linfdist.certify import margin
+from linfdist.curves import plot_curves
 from linfdist.data import INPUT_SHAPES, load_dataset
 from linfdist.evaluate import evaluate, pixels
 from linfdist.models import LinfDistNet, LinfDistNetMLP
@@ -29,6 +34,8 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RECIPE_FILE = "recipe.json"
 MODEL_DIR = "model"
+CURVES = "curves.png"
+CHECKPOINT_FORMAT = "linfdist.train/2"
 
 DATASET_STATS = {
     "mnist": ([0.1307], [0.3081]),
@@ -64,13 +71,19 @@ class Recipe:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     adam_eps: float = 1e-10
     weight_decay: float = 0.0
+    loss: str = "v1"
     hinge_weight: float = 0.75
     hinge_theta: float = 0.3
+    ce_lambda_start: float = 0.05
+    ce_lambda_end: float = 0.0002
     logit_scale: float = 4.0
     logit_scale_lr: float = 0.006
     crop_pad: int = 1
+    flip: bool = False
     train_limit: int = 0
     eval_limit: int = 1000
+    pgd_steps: int = 10
+    checkpoint_minutes: float = 5.0
     seed: int = 0
     backend: str = "auto"
 
@@ -80,7 +93,22 @@ class Recipe:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown recipe field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**data).checked()
+
+    def checked(self) -> "Recipe":
+        """This recipe, or a one-line ValueError naming the first impossible setting."""
+        if self.dataset not in DATASET_STATS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASET_STATS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        for name in ("depth", "width", "epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"recipe field {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.p_inf_epochs > self.epochs:
+            raise ValueError(f"p_inf_epochs {self.p_inf_epochs} exceeds epochs {self.epochs}")
+        if self.checkpoint_minutes <= 0:
+            raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
+        return self
 
     def override(self, assignments: list[str]) -> "Recipe":
         """A copy with ``field=value`` assignments applied (values parsed as JSON, else text)."""
@@ -98,18 +126,37 @@ class Recipe:
         return Recipe.from_dict(data)
 
 
+LOSSES = ("v1", "v2")
+
+#: The papers' settings (DESIGN.md) at full width, plus CPU-sized recipes. ``--width``
+#: scales any of them; the GPU ones are what the zoo issues train.
+_V2 = dict(loss="v2", depth=5, width=5120, epochs=450, p_warm_epochs=25, p_inf_epochs=50, p_update_epochs=1,
+           batch_size=512, lr=0.03, logit_scale_lr=0.006, weight_decay=5e-3, crop_pad=1)
+_CIFAR = dict(_V2, dataset="cifar10", depth=6, epochs=1300, p_warm_epochs=100, crop_pad=3, flip=True,
+              ce_lambda_start=0.1, ce_lambda_end=0.0005)
 RECIPES = {
-    # The bundled default model: small enough to train on 2 CPU cores.
+    "mnist-0.1": Recipe(name="mnist-0.1", eps_test=0.1, eps_train=0.15, **_V2),
+    "mnist-0.3": Recipe(name="mnist-0.3", eps_test=0.3, eps_train=0.45, **_V2),
+    "fmnist-0.1": Recipe(name="fmnist-0.1", dataset="fashion-mnist", eps_test=0.1, eps_train=0.15, **dict(_V2, loss="v1")),
+    "cifar10-2": Recipe(name="cifar10-2", eps_test=2 / 255, eps_train=6 / 255, **_CIFAR),
+    "cifar10-8": Recipe(name="cifar10-8", eps_test=8 / 255, eps_train=24 / 255, **_CIFAR),
+    # The bundled default model: small enough to train on 2 CPU cores (54 min).
     "mnist-default": Recipe(
         name="mnist-default", dataset="mnist", depth=5, width=256, eps_test=0.1, eps_train=0.15,
         epochs=40, p_warm_epochs=2, p_inf_epochs=6, p_update_epochs=2, batch_size=128, lr=0.02,
-        backend="torch-compile",
+        pgd_steps=0, backend="torch-compile",
+    ),
+    # Under 15 minutes on 2 CPU cores.
+    "mnist-tiny": Recipe(
+        name="mnist-tiny", dataset="mnist", depth=5, width=128, eps_test=0.1, eps_train=0.15, eps_ramp_epochs=3,
+        epochs=12, p_warm_epochs=1, p_inf_epochs=3, p_update_epochs=1, batch_size=128, lr=0.02,
+        eval_limit=1000, pgd_steps=10, backend="torch-compile",
     ),
     # A seconds-long run for tests and smoke checks.
     "mnist-smoke": Recipe(
         name="mnist-smoke", dataset="mnist", depth=3, width=32, eps_test=0.1, eps_train=0.1,
         eps_ramp_epochs=1, epochs=2, p_warm_epochs=0, p_inf_epochs=1, batch_size=64,
-        train_limit=512, eval_limit=200,
+        train_limit=512, eval_limit=200, pgd_steps=3,
     ),
 }
 
@@ -171,6 +218,12 @@ def build_model(recipe: Recipe):
     return model
 
 
+def ce_lambda_at(recipe: Recipe, epoch: float) -> float:
+    """v2's cross-entropy weight: geometric decay from ce_lambda_start to ce_lambda_end."""
+    t = min(1.0, epoch / recipe.epochs)
+    return recipe.ce_lambda_start * (recipe.ce_lambda_end / recipe.ce_lambda_start) ** t
+
+
 def certified_margin_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale):
     """v1 loss: hinge on the certified margin mixed with CE on worst-case-shifted logits."""
     shift = 2 * lipschitz * eps
@@ -178,6 +231,23 @@ def certified_margin_loss(logits, labels, eps: float, lipschitz: float, recipe: 
     worst = logits + shift * (1 - F.one_hot(labels, logits.shape[1]).to(logits.dtype))
     ce = F.cross_entropy(worst * log_scale.exp(), labels)
     return recipe.hinge_weight * hinge + (1 - recipe.hinge_weight) * ce
+
+
+def clipped_hinge_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale, ce_lambda: float):
+    """v2 loss: hinge on the worst-case margin clipped at θ, plus λ·CE on the scaled logits.
+
+    The clip gives samples already beyond reach (certified margin below 0) no gradient,
+    so the hinge spends its effort on the ones it can still certify.
+    """
+    worst_margin = margin(logits, labels) - 2 * lipschitz * eps
+    hinge = (recipe.hinge_theta - worst_margin).clamp(0, recipe.hinge_theta).mean()
+    return hinge + ce_lambda * F.cross_entropy(logits * log_scale.exp(), labels)
+
+
+def training_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale, epoch: float):
+    if recipe.loss == "v2":
+        return clipped_hinge_loss(logits, labels, eps, lipschitz, recipe, log_scale, ce_lambda_at(recipe, epoch))
+    return certified_margin_loss(logits, labels, eps, lipschitz, recipe, log_scale)
 
 
 def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -193,6 +263,12 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
     return padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
 
 
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the images left to right."""
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "wb") as f:
@@ -200,71 +276,155 @@ def _atomic_save(obj, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
 
 
 def _make_optimizer(model, recipe: Recipe):
-    """Adam over the model and the learnable log logit scale (its own learning rate)."""
+    """Adam with weight decay on the ℓp-dist weights only, and the learnable log logit scale."""
+    from linfdist.nn import LpDistLinear
+
+    dist_weights = [m.weight for m in model.modules() if isinstance(m, LpDistLinear)]
+    chosen = {id(w) for w in dist_weights}
+    others = [q for q in model.parameters() if id(q) not in chosen]
     log_scale = torch.nn.Parameter(torch.tensor(math.log(recipe.logit_scale)))
     optimizer = torch.optim.Adam(
-        [{"params": model.parameters(), "weight_decay": recipe.weight_decay},
+        [{"params": dist_weights, "weight_decay": recipe.weight_decay},
+         {"params": others, "weight_decay": 0.0},
          {"params": [log_scale], "lr": recipe.logit_scale_lr, "weight_decay": 0.0}],
         lr=recipe.lr, betas=tuple(recipe.adam_betas), eps=recipe.adam_eps,
     )
     return optimizer, log_scale
 
 
-def _restore(ckpt_path: Path, recipe: Recipe, model, optimizer, log_scale, generator) -> int:
-    """Load a checkpoint written by ``train``; returns the next epoch to run."""
-    state = torch.load(ckpt_path, weights_only=True)
-    saved = Recipe.from_dict(state["recipe"])
-    if asdict(saved) != asdict(recipe):
-        changed = sorted(k for k, v in asdict(recipe).items() if asdict(saved)[k] != v)
-        raise ValueError(f"--resume with a different recipe (fields {', '.join(changed)}); use the saved one")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    log_scale.data.copy_(state["log_scale"])
-    generator.set_state(state["rng"]["data"])
-    torch.set_rng_state(state["rng"]["torch"])
-    return state["epoch"] + 1
+@dataclass
+class Progress:
+    """Where a run stands: the epoch in progress, the next step, that epoch's order and sums."""
+
+    epoch: int = 0
+    step: int = 0
+    order: torch.Tensor | None = None
+    sums: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0, "n": 0, "eps": 0.0})
 
 
-def _train_epoch(model, optimizer, log_scale, x_all, y_all, recipe: Recipe, epoch: int, generator, progress) -> dict:
-    """One pass over the shuffled training set; returns loss and accuracy sums."""
+class Run:
+    """The trainable state of a run and its checkpoint file."""
+
+    def __init__(self, recipe: Recipe, path: Path):
+        self.recipe, self.path = recipe, path
+        torch.manual_seed(recipe.seed)
+        self.model = build_model(recipe)
+        self.optimizer, self.log_scale = _make_optimizer(self.model, recipe)
+        self.generator = torch.Generator().manual_seed(recipe.seed)
+        self.progress = Progress()
+
+    def save(self) -> None:
+        """Everything needed to continue exactly: weights, Adam, scale, RNG, position in the epoch."""
+        p = self.progress
+        _atomic_save({"format": CHECKPOINT_FORMAT, "recipe": asdict(self.recipe), "epoch": p.epoch, "step": p.step,
+                      "order": p.order, "sums": p.sums, "model": self.model.state_dict(),
+                      "optimizer": self.optimizer.state_dict(), "log_scale": self.log_scale.detach().clone(),
+                      "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()}}, self.path)
+
+    def restore(self) -> None:
+        """Load the checkpoint, refusing one from another recipe or architecture with one line."""
+        try:
+            state = torch.load(self.path, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+            raise ValueError(f"{self.path} is not a readable linfdist checkpoint ({type(err).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.path} was not written by this version of linfdist train")
+        saved = asdict(Recipe.from_dict(state["recipe"]))
+        changed = sorted(k for k, v in asdict(self.recipe).items() if saved[k] != v)
+        if changed:
+            raise ValueError(f"--resume with a different recipe or architecture than the checkpoint's "
+                             f"(fields {', '.join(changed)}); resume with the saved recipe.json")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise ValueError(f"{self.path} holds weights of another architecture") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.log_scale.data.copy_(state["log_scale"])
+        self.generator.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.progress = Progress(state["epoch"], state["step"], state["order"], state["sums"])
+
+
+class StopRequest:
+    """Set by SIGINT (or a test): the loop saves a checkpoint after the current step and stops.
+
+    A second SIGINT interrupts at once (the last checkpoint stays as it is).
+    """
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, *_):
+        if self.requested:
+            raise KeyboardInterrupt("interrupted twice")
+        self.requested = True
+        print("linfdist train: stopping after this step to save a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    def is_set(self) -> bool:
+        return self.requested
+
+
+def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool) -> bool:
+    """Continue the epoch in ``run.progress``; False when stopped early (after a checkpoint)."""
+    recipe, model, pos = run.recipe, run.model, run.progress
     model.train()
     steps = len(x_all) // recipe.batch_size  # the last partial batch is dropped
-    order = torch.randperm(len(x_all), generator=generator)
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
-    sums = {"loss": 0.0, "correct": 0, "n": 0, "eps": 0.0}
-    for step in bar:
-        t = epoch + step / steps
+    if pos.order is None:
+        pos.order = torch.randperm(len(x_all), generator=run.generator)
+    bar = tqdm(total=steps, initial=pos.step, desc=f"epoch {pos.epoch + 1}/{recipe.epochs}", disable=not progress,
+               leave=False)
+    last_save = time.monotonic()
+    while pos.step < steps:
+        t = pos.epoch + pos.step / steps
         p, eps = p_at(recipe, t), eps_at(recipe, t)
         model.set_p(p)
-        optimizer.param_groups[0]["lr"] = lr_at(recipe, t)
-        idx = order[step * recipe.batch_size: (step + 1) * recipe.batch_size]
-        x, y = random_crop(x_all[idx], recipe.crop_pad, generator), y_all[idx]
+        run.optimizer.param_groups[0]["lr"] = run.optimizer.param_groups[1]["lr"] = lr_at(recipe, t)
+        idx = pos.order[pos.step * recipe.batch_size: (pos.step + 1) * recipe.batch_size]
+        x, y = random_crop(x_all[idx], recipe.crop_pad, run.generator), y_all[idx]
+        if recipe.flip:
+            x = random_flip(x, run.generator)
         logits = model(x)
-        loss = certified_margin_loss(logits, y, eps, model.trunk.input_lipschitz(), recipe, log_scale)
+        loss = training_loss(logits, y, eps, model.trunk.input_lipschitz(), recipe, run.log_scale, t)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} step {step}; "
-                                     "the last good checkpoint is kept")
-        optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"non-finite loss at epoch {pos.epoch + 1} step {pos.step}; "
+                                     f"the last good checkpoint is kept in {run.path}")
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        sums["loss"] += loss.item() * len(y)
-        sums["correct"] += int((logits.argmax(1) == y).sum())
-        sums["n"] += len(y)
-        sums["eps"] = eps
-        bar.set_postfix(p=f"{p:g}", eps=f"{eps:.3f}", loss=f"{sums['loss'] / sums['n']:.4f}")
+        run.optimizer.step()
+        pos.sums["loss"] += loss.item() * len(y)
+        pos.sums["correct"] += int((logits.argmax(1) == y).sum())
+        pos.sums["n"] += len(y)
+        pos.sums["eps"] = eps
+        pos.step += 1
+        bar.update(1)
+        bar.set_postfix(p=f"{p:g}", eps=f"{eps:.3f}", loss=f"{pos.sums['loss'] / pos.sums['n']:.4f}")
+        stopping = stop.is_set()
+        if stopping or time.monotonic() - last_save > 60 * recipe.checkpoint_minutes:
+            run.save()
+            last_save = time.monotonic()
+            if stopping:
+                bar.close()
+                return False
     bar.close()
-    return sums
+    return True
 
 
-def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a recipe into ``out``; returns the Hub-layout model folder."""
+def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progress: bool = True,
+          stop: StopRequest | None = None) -> Path:
+    """Run (or resume) a recipe into ``out``; returns the Hub-layout model folder.
+
+    A checkpoint is written every ``checkpoint_minutes`` and at every epoch's end; SIGINT
+    (or ``stop``) saves one at the next step and raises KeyboardInterrupt.
+    """
     out = Path(out)
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.exists():
@@ -279,44 +439,73 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
         raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(train_x)} training images")
     out.mkdir(parents=True, exist_ok=True)
 
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe)
-    optimizer, log_scale = _make_optimizer(model, recipe)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    start_epoch = _restore(ckpt_path, recipe, model, optimizer, log_scale, generator) if resume else 0
+    run = Run(recipe, ckpt_path)
+    if resume:
+        run.restore()
     (out / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2) + "\n")
-
+    stop = stop or StopRequest()
     x_all, y_all = pixels(train_x), torch.from_numpy(train_y).long()
-    for epoch in range(start_epoch, recipe.epochs):
-        started = time.perf_counter()
-        sums = _train_epoch(model, optimizer, log_scale, x_all, y_all, recipe, epoch, generator, progress)
-        ev = evaluate_at_linf(model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe, progress)
-        p = p_at(recipe, epoch)
-        record = {"epoch": epoch + 1, "p": p if math.isfinite(p) else "inf", "eps_train": sums["eps"],
-                  "lr": lr_at(recipe, epoch + 1), "train_loss": sums["loss"] / sums["n"],
-                  "train_accuracy": 100.0 * sums["correct"] / sums["n"], "seconds": time.perf_counter() - started,
-                  **{f"test_{k}": v for k, v in ev.as_dict().items() if k not in ("eps", "seconds")}}
-        _atomic_save({"recipe": asdict(recipe), "epoch": epoch, "model": model.state_dict(),
-                      "optimizer": optimizer.state_dict(), "log_scale": log_scale.detach().clone(),
-                      "rng": _rng_state(generator)}, ckpt_path)
-        with open(out / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}: p={record['p']} loss={record['train_loss']:.4f} "
-                f"train acc {record['train_accuracy']:.2f}% | test clean {record['test_clean_accuracy']:.2f}% "
-                f"certified {record['test_certified_accuracy']:.2f}% at p=inf (n={ev.n})"
-            )
-    return finalize(model, recipe, out, test_x, test_y, progress)
+    with _sigint_sets(stop):
+        while run.progress.epoch < recipe.epochs:
+            started = time.perf_counter()
+            if not _train_epoch(run, x_all, y_all, stop, progress):
+                raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
+            _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
+            if stop.is_set():  # arrived during the evaluation: the epoch's checkpoint is saved
+                raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
+    return finalize(run.model, recipe, out, test_x, test_y, progress)
 
 
-def evaluate_at_linf(model, images, labels, recipe: Recipe, progress: bool):
-    """Certified accuracy of the net switched to p = ∞ (certificates need it), then restored."""
+def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bool) -> None:
+    """Evaluate at p = ∞ with PGD, log the epoch, draw the curves and checkpoint."""
+    recipe, pos = run.recipe, run.progress
+    ev = evaluate_at_linf(run.model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe, progress,
+                          seed=recipe.seed + pos.epoch)
+    p = p_at(recipe, pos.epoch)
+    sums = pos.sums
+    record = {"epoch": pos.epoch + 1, "p": p if math.isfinite(p) else "inf", "eps_train": sums["eps"],
+              "lr": lr_at(recipe, pos.epoch + 1), "train_loss": sums["loss"] / sums["n"],
+              "train_accuracy": 100.0 * sums["correct"] / sums["n"], "seconds": seconds,
+              **{f"test_{k}": v for k, v in ev.as_dict().items() if k not in ("eps", "seconds")}}
+    run.progress = Progress(pos.epoch + 1)
+    run.save()
+    with open(out / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    plot_curves(out / METRICS, out / CURVES)
+    if ev.pgd_violations:
+        tqdm.write(f"BUG: PGD broke {ev.pgd_violations} certified test samples at epoch {pos.epoch + 1}; "
+                   "certificates must never be broken, please report this with the run folder", file=sys.stderr)
+    if progress:
+        pgd = "" if ev.pgd_correct is None else f" pgd {record['test_pgd_accuracy']:.2f}%"
+        tqdm.write(
+            f"epoch {pos.epoch + 1}: p={record['p']} loss={record['train_loss']:.4f} "
+            f"train acc {record['train_accuracy']:.2f}% | test clean {record['test_clean_accuracy']:.2f}% "
+            f"certified {record['test_certified_accuracy']:.2f}%{pgd} at p=inf (n={ev.n})"
+        )
+
+
+@contextlib.contextmanager
+def _sigint_sets(stop: StopRequest):
+    """Route SIGINT to ``stop`` while training (main thread only), restoring the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def evaluate_at_linf(model, images, labels, recipe: Recipe, progress: bool, seed: int = 0):
+    """Certified and PGD accuracy of the net switched to p = ∞ (certificates need it), then restored."""
     p, backend = model.config.p, recipe.backend
     model.set_p(math.inf)
     model.set_backend("auto")  # eval batches have other shapes: no torch.compile recompilation
+    model.eval()
     try:
-        return evaluate(model, images, labels, recipe.eps_test, progress=progress, desc="eval at p=inf")
+        return evaluate(model, images, labels, recipe.eps_test, progress=progress, desc="eval at p=inf",
+                        pgd_steps=recipe.pgd_steps, seed=seed)
     finally:
         model.set_p(p)
         model.set_backend(backend)

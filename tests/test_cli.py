@@ -62,6 +62,9 @@ def test_entry_point_runs_as_a_module(checkpoint):
         (["train", "--recipe", "imagenet-huge"], "unknown recipe"),
         (["train", "--recipe", "mnist-smoke", "--set", "widht=3"], "unknown recipe field 'widht'"),
         (["train", "--recipe", "mnist-smoke", "--set", "oops"], "field=value"),
+        (["train", "--recipe", "mnist-smoke", "--set", "loss=v9"], "unknown loss"),
+        (["train", "--recipe", "mnist-smoke", "--width", "0"], "positive integer"),
+        (["train", "--recipe", "mnist-smoke", "--data-dir", "no/such/dir"], "does not exist"),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, capsys):
@@ -83,7 +86,18 @@ def test_no_command_prints_help(capsys):
 
 def test_list_recipes(capsys):
     assert main(["train", "--list-recipes"]) == 0
-    assert "mnist-default" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in ("mnist-0.1", "mnist-0.3", "fmnist-0.1", "cifar10-2", "cifar10-8", "mnist-tiny", "mnist-default"):
+        assert f"{name}:" in out
+
+
+def test_width_option_scales_the_recipe(shared_data, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--recipe", "mnist-smoke", "--data-dir", str(shared_data), "--out", str(out), "--quiet",
+            "--width", "24", "--epochs", "1", "--set", "pgd_steps=0"]
+    assert main(argv) == 0
+    assert json.loads((out / "recipe.json").read_text())["width"] == 24
+    assert json.loads((out / "model" / "config.json").read_text())["width"] == 24
 
 
 def test_train_tiny_recipe_end_to_end_then_verify(shared_data, tmp_path, capsys):

@@ -1,21 +1,31 @@
 """Training schedules, augmentation, loss and recipes."""
 
+import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 
+from linfdist.nn import LpDistLinear
 from linfdist.train import (
     RECIPES,
     Recipe,
+    StopRequest,
+    _make_optimizer,
     build_model,
+    ce_lambda_at,
     certified_margin_loss,
+    clipped_hinge_loss,
     eps_at,
     get_recipe,
     lr_at,
     p_at,
     random_crop,
+    random_flip,
     reproduce_command,
+    train,
 )
 
 
@@ -57,8 +67,10 @@ def test_loss_prefers_certified_margins():
 
 def test_recipes_build_their_models():
     for name, recipe in RECIPES.items():
-        model = build_model(recipe)
-        assert model.config.width == recipe.width and model.config.eps == recipe.eps_test, name
+        small = recipe.override(["width=16"]) if recipe.width > 1024 else recipe  # paper widths are GPU-sized
+        model = build_model(small)
+        assert model.config.width == small.width and model.config.eps == recipe.eps_test, name
+        assert model.config.depth == recipe.depth and model.config.dataset == recipe.dataset, name
     assert build_model(Recipe(architecture="LinfDistNetMLP", width=8, depth=2)).config.head_hidden == 512
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model(Recipe(architecture="VGG"))
@@ -70,3 +82,148 @@ def test_overrides_and_reproduce_command():
     assert reproduce_command(r) == "linfdist train --recipe mnist-smoke --data-dir DATA --set epochs=3 --set lr=0.5 --set backend=torch"
     with pytest.raises(ValueError, match="unknown recipe field"):
         Recipe.from_dict({"epochz": 1})
+
+
+def test_paper_recipes_carry_the_papers_settings():
+    """DESIGN.md's v2 table: MNIST 0.3 and CIFAR-10 8/255."""
+    m = get_recipe("mnist-0.3")
+    assert (m.depth, m.width, m.eps_train, m.epochs, m.p_warm_epochs, m.p_inf_epochs) == (5, 5120, 0.45, 450, 25, 50)
+    assert (m.loss, m.lr, m.batch_size, m.ce_lambda_start, m.ce_lambda_end, m.crop_pad) == ("v2", 0.03, 512, 0.05, 0.0002, 1)
+    c = get_recipe("cifar10-8")
+    assert (c.depth, c.epochs, c.p_warm_epochs, c.crop_pad, c.flip) == (6, 1300, 100, 3, True)
+    assert c.eps_train == pytest.approx(3 * 8 / 255) and (c.ce_lambda_start, c.ce_lambda_end) == (0.1, 0.0005)
+    assert get_recipe("fmnist-0.1").dataset == "fashion-mnist" and get_recipe("cifar10-2").eps_test == 2 / 255
+
+
+def test_v2_loss_clips_the_hinge_and_decays_ce():
+    r = Recipe(loss="v2", hinge_theta=0.5, ce_lambda_start=0.1, ce_lambda_end=0.001, epochs=10)
+    assert ce_lambda_at(r, 0) == pytest.approx(0.1) and ce_lambda_at(r, 10) == pytest.approx(0.001)
+    assert ce_lambda_at(r, 5) == pytest.approx(0.01)
+    labels = torch.tensor([0])
+    scale = torch.tensor(0.0)
+    hopeless = torch.tensor([[0.0, 5.0]], requires_grad=True)  # certified margin far below 0: clipped
+    hinge_only = clipped_hinge_loss(hopeless, labels, 0.1, 1.0, r, scale, ce_lambda=0.0)
+    assert hinge_only.item() == pytest.approx(0.5)
+    (grad,) = torch.autograd.grad(hinge_only, hopeless)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    near = torch.tensor([[1.0, 0.9]], requires_grad=True)  # worst margin 0.08, inside the hinge: pushed apart
+    (grad,) = torch.autograd.grad(clipped_hinge_loss(near, labels, 0.01, 1.0, r, scale, ce_lambda=0.0), near)
+    assert grad[0, 0] < 0 < grad[0, 1]
+
+
+def test_random_flip_mirrors_about_half():
+    x = torch.arange(4.0).repeat(200, 1, 1, 1)
+    y = random_flip(x, torch.Generator().manual_seed(0))
+    flipped = (y[:, 0, 0, 0] == 3).sum().item()
+    assert 70 < flipped < 130 and torch.equal(y[y[:, 0, 0, 0] == 3], x[:1].flip(-1).expand(flipped, 1, 1, 4))
+
+
+def test_weight_decay_applies_to_distance_weights_only():
+    recipe = Recipe(architecture="LinfDistNetMLP", depth=2, width=8, head_hidden=4, weight_decay=5e-3)
+    model = build_model(recipe)
+    optimizer, log_scale = _make_optimizer(model, recipe)
+    decayed = {id(q) for g in optimizer.param_groups if g["weight_decay"] > 0 for q in g["params"]}
+    dist = {id(m.weight) for m in model.modules() if isinstance(m, LpDistLinear)}
+    assert decayed == dist and id(log_scale) not in decayed
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters())) + 1
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("loss=v3", "unknown loss"), ("dataset=imagenet", "unknown dataset"), ("width=0", "positive integer"),
+    ("p_inf_epochs=99", "exceeds epochs"), ("checkpoint_minutes=0", "checkpoint_minutes"),
+])
+def test_impossible_recipes_are_refused(assignment, message):
+    with pytest.raises(ValueError, match=message):
+        get_recipe("mnist-smoke").override([assignment])
+
+
+def _smoke(**changes):
+    fields = {"epochs": 2, "train_limit": 384, "eval_limit": 100, "pgd_steps": 2, "backend": "torch", **changes}
+    return get_recipe("mnist-smoke").override([f"{k}={v}" for k, v in fields.items()])
+
+
+class StopAfter(StopRequest):
+    """Ask the loop to stop after ``n`` steps (what SIGINT does)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def is_set(self):
+        self.n -= 1
+        return self.n < 0
+
+
+def test_interrupted_and_resumed_run_ends_with_identical_weights(shared_data, tmp_path):
+    """Stop mid-epoch (step 4 of 6) and mid-way through epoch 2, resume each time: same weights bit for bit."""
+    from safetensors.torch import load_file
+
+    recipe = _smoke()
+    straight = train(recipe, tmp_path / "straight", data_dir=shared_data, progress=False)
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, out, data_dir=shared_data, progress=False, stop=StopAfter(3))
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, out, data_dir=shared_data, resume=True, progress=False, stop=StopAfter(5))
+    resumed = train(recipe, out, data_dir=shared_data, resume=True, progress=False)
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = lambda d: [json.loads(x) for x in (d.parent / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert [drop(r) for r in lines(straight)] == [drop(r) for r in lines(resumed)]
+
+
+def test_sigint_saves_a_checkpoint_and_stops(shared_data, tmp_path, monkeypatch):
+    """A real SIGINT during training: checkpoint written, KeyboardInterrupt raised, handler restored."""
+    import linfdist.train as training
+
+    real_step = training.training_loss
+    calls = []
+
+    def step_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "training_loss", step_then_interrupt)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(_smoke(), tmp_path / "run", data_dir=shared_data, progress=False)
+    assert signal.getsignal(signal.SIGINT) is before
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 2)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(shared_data, tmp_path, monkeypatch):
+    import linfdist.train as training
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(_smoke(), out, data_dir=shared_data, progress=False, stop=StopAfter(7))  # into epoch 2
+    good = (out / "checkpoint.pt").read_bytes()
+    monkeypatch.setattr(training, "training_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(FloatingPointError, match="last good checkpoint"):
+        train(_smoke(), out, data_dir=shared_data, progress=False, resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == good
+
+
+def test_epoch_records_pgd_and_curves(shared_data, tmp_path):
+    out = tmp_path / "run"
+    train(_smoke(), out, data_dir=shared_data, progress=False)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert r["test_pgd_violations"] == 0
+        assert r["test_pgd_accuracy"] >= r["test_certified_accuracy"]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoints_from_another_architecture_or_garbage_are_refused(shared_data, tmp_path):
+    out = tmp_path / "run"
+    train(_smoke(epochs=1), out, data_dir=shared_data, progress=False)
+    with pytest.raises(ValueError, match="different recipe or architecture.*width"):
+        train(_smoke(epochs=1, width=48), out, data_dir=shared_data, progress=False, resume=True)
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable linfdist checkpoint"):
+        train(_smoke(epochs=1), out, data_dir=shared_data, progress=False, resume=True)
