@@ -10,7 +10,6 @@ from pathlib import Path
 
 JSON_SCHEMA = "linfdist.verify/1"
 LATER = {
-    "export": "ONNX export (issue 7)",
     "zoo": "the Hub model zoo (issue 6)",
 }
 
@@ -48,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any recipe field")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(t)
+
+    e = sub.add_parser("export", help="write a checkpoint as ONNX (ai.linfdist::LpDist with its function body)")
+    e.add_argument("model", nargs="?", default="default",
+                   help="checkpoint folder, or 'default' for the bundled model (default)")
+    e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    e.add_argument("--opset", type=int, default=18, help="ONNX opset, 13..21 (default 18)")
+    e.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
 
     b = sub.add_parser("bench", help="time the ℓp-dist backends against torch.cdist")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -200,6 +206,27 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from linfdist.export import export_checkpoint
+    from linfdist.zoo import bundled_model_dir
+
+    folder = bundled_model_dir() if args.model == "default" else Path(args.model)
+    if not (folder / "config.json").is_file():
+        raise CliError(f"{folder} is not a checkpoint folder (no config.json)")
+    if args.batch == "dynamic":
+        batch = None
+    else:
+        try:
+            batch = int(args.batch)
+        except ValueError:
+            raise CliError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}") from None
+    if not args.output.endswith(".onnx"):
+        raise CliError(f"--output must end in .onnx, got {args.output!r}")
+    path = export_checkpoint(folder, args.output, opset=args.opset, batch=batch)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -213,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     from linfdist.data import DatasetError
 
     try:
-        return {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench}[command](args)
+        return {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench, "export": cmd_export}[command](args)
     except (CliError, DatasetError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"linfdist {command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,198 @@
+"""Write an ℓp-dist net as ONNX: one ``ai.linfdist::LpDist`` node per layer, standard ops elsewhere.
+
+The file carries LpDist's FunctionProto (see ``lp_dist_function``), so any ONNX Runtime
+runs it without a library of ours, and metadata a verifier needs: preprocessing, ε,
+the certified accuracy the model card claims and the sha256 of the source weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
+from linfdist import __version__
+from linfdist.models import LinfDistNet, LinfDistNetMLP, _LinfDistTrunk
+from linfdist.nn import LpDistLinear, MeanShift
+
+DEFAULT_OPSET = 18
+OPSETS = range(13, 22)
+INPUT, OUTPUT = "pixels", "logits"
+#: Initializers above this many bytes go to an external data file (protobuf caps a file at 2 GiB).
+EXTERNAL_DATA_BYTES = 1 << 30
+_KNOWN = (LinfDistNet, LinfDistNetMLP, _LinfDistTrunk, nn.ModuleList, nn.Sequential, LpDistLinear, MeanShift,
+          nn.Linear, nn.ReLU)
+
+
+class ExportError(ValueError):
+    """The model cannot be exported faithfully; nothing was written."""
+
+
+def _check_model(model) -> float:
+    """The model's single p, after refusing unknown layers, bad p and non-finite parameters."""
+    if not isinstance(model, (LinfDistNet, LinfDistNetMLP)):
+        raise ExportError(f"can only export LinfDistNet / LinfDistNetMLP, got {type(model).__name__}")
+    for name, module in model.named_modules():
+        if not isinstance(module, _KNOWN):
+            raise ExportError(f"the exporter does not know layer {name or 'model'} ({type(module).__name__})")
+    ps = {float(layer.p) for layer in model.modules() if isinstance(layer, LpDistLinear)}
+    if len(ps) != 1:
+        raise ExportError(f"all ℓp-dist layers must share one p, found {sorted(ps)}")
+    (p,) = ps
+    if math.isnan(p) or p < 1:
+        raise ExportError(f"p must be >= 1 or inf, got {p}")
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if not torch.isfinite(tensor).all():
+            raise ExportError(f"{name} holds NaN or infinite values")
+    return p
+
+
+class _Graph:
+    """Nodes and initializers under construction."""
+
+    def __init__(self):
+        self.nodes, self.initializers = [], []
+
+    def weight(self, name: str, tensor: torch.Tensor) -> str:
+        self.initializers.append(numpy_helper.from_array(tensor.detach().cpu().float().numpy(), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, domain: str = "", **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs))
+        return output
+
+
+def _trunk(g: _Graph, trunk: _LinfDistTrunk, p: float, h: str) -> str:
+    h = g.node("Flatten", [h], "flat", axis=1)
+    h = g.node("Sub", [h, g.weight("pixel_mean", trunk.pixel_mean)], "centered")
+    h = g.node("Div", [h, g.weight("pixel_std", trunk.pixel_std)], "normalized")
+    for i, layer in enumerate(trunk.layers):
+        h = g.node(OP, [h, g.weight(f"trunk.layers.{i}.weight", layer.weight)], f"dist{i}", domain=DOMAIN, p=p)
+        if layer.bias is not None:
+            h = g.node("Add", [h, g.weight(f"trunk.layers.{i}.bias", layer.bias)], f"biased{i}")
+        if i < len(trunk.shifts):
+            h = g.node("Sub", [h, g.weight(f"trunk.shifts.{i}.running_mean", trunk.shifts[i].running_mean)],
+                       f"shifted{i}")
+    return h
+
+
+def _head(g: _Graph, model: LinfDistNetMLP, h: str) -> str:
+    h = g.node("Sub", [h, g.weight("feature_shift.running_mean", model.feature_shift.running_mean)], "features")
+    for i, module in enumerate(model.head):
+        if isinstance(module, nn.Linear):
+            w, b = g.weight(f"head.{i}.weight", module.weight), g.weight(f"head.{i}.bias", module.bias)
+            h = g.node("Gemm", [h, w, b], f"head{i}", transB=1)
+        else:
+            h = g.node("Relu", [h], f"head{i}")
+    return h
+
+
+def build_onnx(model, opset: int = DEFAULT_OPSET, batch: int | None = None, metadata: dict | None = None):
+    """The ModelProto of a LinfDistNet / LinfDistNetMLP (eval-mode semantics: running mean shifts)."""
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} is not supported; choose {OPSETS.start}..{OPSETS.stop - 1}")
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch must be >= 1 or dynamic, got {batch}")
+    p = _check_model(model)
+    g = _Graph()
+    h = _trunk(g, model.trunk, p, INPUT)
+    h = g.node("Neg", [h], OUTPUT) if isinstance(model, LinfDistNet) else _head(g, model, h)
+    if h != OUTPUT:
+        g.nodes[-1].output[0] = OUTPUT
+        g.nodes[-1].name = OUTPUT
+    config = model.config
+    batch_dim = batch if batch is not None else "batch"
+    graph = helper.make_graph(
+        g.nodes, f"{config.architecture}-{config.dataset}",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [batch_dim, *config.input_shape])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [batch_dim, config.num_classes])],
+        g.initializers,
+    )
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
+    proto = helper.make_model(graph, opset_imports=opsets, functions=[lp_dist_function(p, opset)],
+                              producer_name="linfdist", producer_version=__version__,
+                              ir_version=helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+    widest = max(layer.weight.numel() for layer in model.modules() if isinstance(layer, LpDistLinear))
+    props = {
+        "linfdist.version": __version__, "linfdist.architecture": config.architecture,
+        "linfdist.config": _config_json(config), "linfdist.dataset": config.dataset, "linfdist.eps": repr(config.eps),
+        "linfdist.p": "inf" if math.isinf(p) else repr(p), "linfdist.input": "pixels in [0, 1], NCHW float32",
+        "linfdist.preprocessing": f"(x - mean) / std per channel, mean={config.mean}, std={config.std} (inside the graph)",
+        "linfdist.max_layer_elements": str(widest), **(metadata or {}),
+    }
+    helper.set_model_props(proto, props)
+    return proto
+
+
+def _config_json(config) -> str:
+    import json
+
+    return json.dumps(config.to_dict(), sort_keys=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def to_onnx(model, path, opset: int = DEFAULT_OPSET, batch: int | None = None, metadata: dict | None = None) -> Path:
+    """Export ``model`` to ``path`` (checked with onnx.checker, full check); written atomically.
+
+    Initializers go to ``<name>.data`` beside it when they exceed 1 GiB.
+    """
+    path = Path(path)
+    proto = build_onnx(model.eval(), opset, batch, metadata)
+    tmp = path.with_name(f".{path.name}.tmp")
+    external = sum(t.ByteSize() for t in proto.graph.initializer) > EXTERNAL_DATA_BYTES
+    try:
+        if external:
+            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
+        else:
+            onnx.save_model(proto, tmp)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def export_checkpoint(folder, path, opset: int = DEFAULT_OPSET, batch: int | None = None) -> Path:
+    """Export a Hub-layout checkpoint folder, recording its weights' sha256 and the card's claims."""
+    from linfdist.models import WEIGHTS_FILE, load_pretrained
+
+    folder = Path(folder)
+    model = load_pretrained(folder)
+    metadata = {"linfdist.source_sha256": sha256_file(folder / WEIGHTS_FILE),
+                "linfdist.source_file": WEIGHTS_FILE}
+    metadata.update(_card_claims(folder))
+    return to_onnx(model, path, opset, batch, metadata)
+
+
+def _card_claims(folder: Path) -> dict:
+    """The accuracies the folder's model card states, as metadata (none if there is no card)."""
+    card_path = folder / "README.md"
+    if not card_path.is_file():
+        return {}
+    from huggingface_hub import ModelCard
+
+    claims = {}
+    for result in ModelCard.load(card_path).data.eval_results or []:
+        if result.metric_type in ("clean_accuracy", "certified_accuracy"):
+            claims[f"linfdist.claimed.{result.metric_type}"] = repr(result.metric_value)
+            claims["linfdist.claimed.eps"] = repr((result.metric_args or {}).get("eps"))
+    return claims
+
+
+__all__ = ["ExportError", "build_onnx", "export_checkpoint", "sha256_file", "to_onnx"]
