@@ -154,14 +154,19 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, batch: int | None = None, m
     proto = build_onnx(model.eval(), opset, batch, metadata)
     tmp = path.with_name(f".{path.name}.tmp")
     external = sum(t.ByteSize() for t in proto.graph.initializer) > EXTERNAL_DATA_BYTES
+    data = path.with_name(path.name + ".data")
     try:
         if external:
             onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=path.name + ".data", size_threshold=1024)
+                            location=data.name, size_threshold=0)
         else:
             onnx.save_model(proto, tmp)
         onnx.checker.check_model(str(tmp), full_check=True)
         os.replace(tmp, path)
+    except BaseException:
+        if external and data.exists():
+            data.unlink()
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -161,3 +161,16 @@ def test_readme_deploy_snippet_runs_and_agrees_with_linfdist(default_onnx, tmp_p
         if scope["certified"]:
             assert bool(cert.margin_certified[0]), "the snippet certified what linfdist refuses"
     assert any(certified)
+
+
+def test_large_models_keep_weights_in_external_data(tmp_path, monkeypatch):
+    from linfdist.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    model = _net()
+    path = to_onnx(model, tmp_path / "big.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    x = torch.rand(3, 1, 3, 3)
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.array_equal(session(path).run(None, {"pixels": x.numpy()})[0], want)
