@@ -269,7 +269,7 @@ def differentiable(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _check_operands(weight: torch.Tensor, *inputs: torch.Tensor) -> None:
+def check_operands(weight: torch.Tensor, *inputs: torch.Tensor) -> None:
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D [M, K], got shape {tuple(weight.shape)}")
     for t in inputs:
@@ -296,7 +296,7 @@ def torch_lp_dist(x: torch.Tensor, weight: torch.Tensor, p: float = math.inf, co
     faster on CPU after a one-off compile per block shape).
     """
     p = check_p(p)
-    _check_operands(weight, x)
+    check_operands(weight, x)
     return _CoordNorm.apply(AbsDiff, p, compiled, differentiable(weight, x), weight, x)
 
 
@@ -305,7 +305,7 @@ def torch_interval_lp_dist(
 ):
     """Bounds (lo, hi) of ‖x − weight[m]‖_p over the box lower ≤ x ≤ upper, in pure torch."""
     p = check_p(p)
-    _check_operands(weight, lower, upper)
+    check_operands(weight, lower, upper)
     if bool((lower > upper).any()):
         raise ValueError("interval lower bound exceeds upper bound")
     track = differentiable(weight, lower, upper)

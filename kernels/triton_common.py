@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from linfdist.kernels.torch_dist import check_operands as check_shapes_and_dtypes
+
 
 
 def interpreting() -> bool:
@@ -75,22 +77,8 @@ def check_device(*tensors: torch.Tensor) -> None:
 
 
 def check_operands(weight: torch.Tensor, *inputs: torch.Tensor) -> None:
-    """Shapes, dtypes and devices the kernels accept, with one-line errors."""
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D [M, K], got shape {tuple(weight.shape)}")
-    for t in inputs:
-        if t.dim() != 2 or t.shape[1] != weight.shape[1]:
-            raise ValueError(
-                f"input must be 2-D [N, {weight.shape[1]}] to match weight {tuple(weight.shape)}, "
-                f"got shape {tuple(t.shape)}"
-            )
-        if t.shape != inputs[0].shape:
-            raise ValueError(f"interval bounds differ in shape: {tuple(inputs[0].shape)} vs {tuple(t.shape)}")
-        if t.dtype != weight.dtype or t.device != weight.device:
-            raise ValueError(
-                f"input ({t.dtype}, {t.device}) and weight ({weight.dtype}, {weight.device}) "
-                "must share dtype and device"
-            )
+    """The reference's shape and dtype checks, then the device the kernels need; one-line errors."""
+    check_shapes_and_dtypes(weight, *inputs)
     if weight.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"lp_dist kernels need float16/bfloat16/float32/float64 tensors, got {weight.dtype}")
     check_device(weight, *inputs)
