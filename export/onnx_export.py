@@ -8,6 +8,7 @@ the certified accuracy the model card claims and the sha256 of the source weight
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -132,8 +133,6 @@ def build_onnx(model, opset: int = DEFAULT_OPSET, batch: int | None = None, meta
 
 
 def _config_json(config) -> str:
-    import json
-
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
@@ -174,13 +173,12 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, batch: int | None = None, m
 
 
 def export_checkpoint(folder, path, opset: int = DEFAULT_OPSET, batch: int | None = None) -> Path:
-    """Export a Hub-layout checkpoint folder, recording its weights' sha256 and the card's claims."""
-    from linfdist.models import WEIGHTS_FILE, load_pretrained
+    """Export a Hub-layout checkpoint folder, recording each weight file's sha256 and the card's claims."""
+    from linfdist.models import load_pretrained, weight_files
 
     folder = Path(folder)
     model = load_pretrained(folder)
-    metadata = {"linfdist.source_sha256": sha256_file(folder / WEIGHTS_FILE),
-                "linfdist.source_file": WEIGHTS_FILE}
+    metadata = {"linfdist.source_sha256": json.dumps({f.name: sha256_file(f) for f in weight_files(folder)})}
     metadata.update(_card_claims(folder))
     return to_onnx(model, path, opset, batch, metadata)
 

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
-from safetensors.torch import load_model
+from huggingface_hub import PyTorchModelHubMixin, save_torch_state_dict
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from linfdist.nn import LpDistLinear, MeanShift
@@ -25,6 +26,9 @@ from linfdist.rounding import matmul_error, rounding_error, unit_roundoff, widen
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+#: Weights above this size are written as model-0000k-of-0000n.safetensors shards plus INDEX_FILE.
+SHARD_BYTES = 15 * 2**20
 #: Model-card metadata that PyTorchModelHubMixin attaches to every model class.
 HUB_METADATA = {"library_name": "linfdist", "tags": ["certified-robustness", "linf-dist-net"]}
 #: Covers the second-order terms the first-order rounding allowances leave out.
@@ -115,9 +119,19 @@ class _HubModel(nn.Module):
         return config
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        super()._save_pretrained(save_directory)
+        save_torch_state_dict(self.state_dict(), save_directory, max_shard_size=SHARD_BYTES)
         text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True, allow_nan=False)
         (Path(save_directory) / CONFIG_FILE).write_text(text + "\n")
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, **kwargs):
+        """Local folders (single-file or sharded) load through ``load_pretrained``; Hub ids as the mixin does."""
+        if not Path(model_id).is_dir():
+            return super()._from_pretrained(model_id=model_id, **kwargs)
+        model = load_pretrained(model_id)
+        if not isinstance(model, cls):
+            raise ValueError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
     def set_p(self, p: float) -> None:
         """Set p on every ℓp-dist layer (p-annealing)."""
@@ -312,8 +326,35 @@ class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
 ARCHITECTURES = {"LinfDistNet": LinfDistNet, "LinfDistNetMLP": LinfDistNetMLP}
 
 
+def weight_files(folder: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder: model.safetensors, or the shards its index names."""
+    folder = Path(folder)
+    index = folder / INDEX_FILE
+    if not index.is_file():
+        return [folder / WEIGHTS_FILE]
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [folder / name for name in sorted(set(weight_map.values()))]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{index}: not a safetensors index ({err})") from None
+
+
+def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder, single-file or sharded, with one-line errors."""
+    state = {}
+    for path in weight_files(folder):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the checkpoint has no weights (or misses a shard)")
+        try:
+            state.update(load_file(path))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+    return state
+
+
 def load_pretrained(folder: str | Path):
-    """Load a Hub-layout checkpoint folder, picking the class from config.json's architecture.
+    """Load a Hub-layout checkpoint folder (single or sharded safetensors), picking the class from
+    config.json's architecture.
 
     Equivalent to ``cls.from_pretrained(folder)`` for a local folder, but strict about the
     config and quiet (the mixin prints to stdout).
@@ -322,8 +363,6 @@ def load_pretrained(folder: str | Path):
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: not a linfdist checkpoint folder")
-    if not (folder / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"{folder / WEIGHTS_FILE} not found: the checkpoint has no weights")
     try:
         data = json.loads(config_path.read_text())
         architecture = data["architecture"]
@@ -336,11 +375,14 @@ def load_pretrained(folder: str | Path):
         config = cls.config_class.from_dict(data)  # the Hub mixin would silently drop unknown fields
     except (TypeError, ValueError) as err:
         raise ValueError(f"{config_path}: {err}") from None
+    state = read_weights(folder)
     model = cls(config)
     try:
-        load_model(model, folder / WEIGHTS_FILE, strict=True)
-    except RuntimeError as err:  # safetensors shapes or names that do not fit the config
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(f"{folder / WEIGHTS_FILE} does not match {config_path}: {first}") from None
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # names or shapes that do not fit the config
+        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:2])
+        files = weight_files(folder)
+        source = files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
+        raise ValueError(f"{source} does not match {config_path}: {detail}") from None
     model.eval()
     return model

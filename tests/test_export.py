@@ -1,5 +1,6 @@
 """ONNX export: the LpDist function op, ORT parity on MNIST, metadata, chunked sessions, bad input."""
 
+import json
 import math
 
 import numpy as np
@@ -41,7 +42,7 @@ def test_metadata_says_what_a_verifier_needs(default_onnx):
 
     meta = {p.key: p.value for p in onnx.load(default_onnx).metadata_props}
     weights = (bundled_model_dir() / "model.safetensors").read_bytes()
-    assert meta["linfdist.source_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert json.loads(meta["linfdist.source_sha256"]) == {"model.safetensors": hashlib.sha256(weights).hexdigest()}
     assert meta["linfdist.architecture"] == "LinfDistNet" and meta["linfdist.dataset"] == "mnist"
     assert float(meta["linfdist.eps"]) == 0.1 and meta["linfdist.p"] == "inf"
     assert float(meta["linfdist.claimed.certified_accuracy"]) == 95.77

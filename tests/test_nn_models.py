@@ -160,3 +160,33 @@ def test_unknown_config_field_and_wrong_architecture_are_refused(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no weights"):
         load_pretrained(tmp_path)
+
+
+def test_large_weights_are_sharded_and_load_bit_identical(tmp_path, monkeypatch):
+    """Above SHARD_BYTES: model-0000k-of-0000n.safetensors + index; loading restores every bit."""
+    from linfdist import models
+
+    monkeypatch.setattr(models, "SHARD_BYTES", 4000)
+    net = LinfDistNet(LinfDistNetConfig(input_shape=[1, 4, 4], depth=4, width=24))
+    net.save_pretrained(tmp_path)
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) >= 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    assert (tmp_path / "model.safetensors.index.json").is_file() and not (tmp_path / "model.safetensors").exists()
+    assert [p.name for p in models.weight_files(tmp_path)] == shards
+    for loaded in (load_pretrained(tmp_path), LinfDistNet.from_pretrained(tmp_path)):
+        for (name, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
+            assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="not a LinfDistNetMLP"):
+        LinfDistNetMLP.from_pretrained(tmp_path)
+    # a truncated shard, a pickle in its place and a missing shard are each refused with one line
+    last = tmp_path / shards[-1]
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_pretrained(tmp_path)
+    torch.save(net.state_dict(), last)
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_pretrained(tmp_path)
+    last.unlink()
+    with pytest.raises(FileNotFoundError, match="misses a shard"):
+        load_pretrained(tmp_path)
