@@ -9,9 +9,6 @@ import time
 from pathlib import Path
 
 JSON_SCHEMA = "linfdist.verify/1"
-LATER = {
-    "zoo": "the Hub model zoo (issue 6)",
-}
 
 
 class CliError(Exception):
@@ -55,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=18, help="ONNX opset, 13..21 (default 18)")
     e.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
 
+    z = sub.add_parser("zoo", help="the registered certified models: list, info, download")
+    zsub = z.add_subparsers(dest="zoo_command", metavar="ACTION")
+    zsub.add_parser("list", help="every registered model with its dataset, ε and certified accuracy")
+    for action, what in (("info", "print a model's card"), ("download", "fetch (or locate) a model and check its files")):
+        zsub.add_parser(action, help=what).add_argument("name", help="model name (see `linfdist zoo list`)")
+
     b = sub.add_parser("bench", help="time the ℓp-dist backends against torch.cdist")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper (default: small,paper on CUDA, small on CPU)")
@@ -67,9 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=512, help="batch size of the step benchmark")
     b.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-
-    for name, what in LATER.items():
-        sub.add_parser(name, help=f"{what}; not yet available")
     return parser
 
 
@@ -227,6 +227,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_zoo(args) -> int:
+    from linfdist.zoo.registry import get_entry, load_registry, model_folder
+
+    if args.zoo_command is None:
+        raise CliError("choose an action: list, info NAME or download NAME")
+    if args.zoo_command == "list":
+        rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
+        for e in load_registry():
+            where = f"bundled ({', '.join(e.aliases)})" if e.bundled else f"{e.repo_id}@{e.revision or 'unpublished'}"
+            rows.append([e.name, e.dataset, f"{e.eps:g}", e.architecture, f"{e.clean_accuracy:.2f}%",
+                         f"{e.certified_accuracy:.2f}%", where])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        return 0
+    entry = get_entry(args.name)
+    folder = model_folder(entry.name)
+    if args.zoo_command == "info":
+        print((folder / "README.md").read_text(), end="")
+    else:
+        print(f"{entry.name}: {len(entry.files)} files checked against the registry's sha256 in {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -234,13 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 2
-    if command in LATER:
-        print(f"linfdist {command}: {LATER[command]} is not yet available", file=sys.stderr)
-        return 2
     from linfdist.data import DatasetError
 
     try:
-        return {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench, "export": cmd_export}[command](args)
+        commands = {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench, "export": cmd_export, "zoo": cmd_zoo}
+        return commands[command](args)
     except (CliError, DatasetError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"linfdist {command}: error: {err}", file=sys.stderr)
         return 2

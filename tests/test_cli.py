@@ -73,10 +73,16 @@ def test_bad_input_gives_one_line_error(argv, message, capsys):
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["zoo"])
-def test_later_commands_say_not_yet_available(command, capsys):
-    assert main([command]) == 2
-    assert "not yet available" in capsys.readouterr().err
+def test_zoo_list_info_download(capsys):
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist-5x256-eps0.1" in out and "95.77%" in out and "bundled (default)" in out
+    assert main(["zoo", "info", "default"]) == 0
+    assert "library_name: linfdist" in capsys.readouterr().out
+    assert main(["zoo", "download", "mnist-5x256-eps0.1"]) == 0
+    assert "3 files checked" in capsys.readouterr().out
+    assert main(["zoo", "info", "mnist-5x265"]) == 2
+    assert "did you mean mnist-5x256-eps0.1" in capsys.readouterr().err
 
 
 def test_no_command_prints_help(capsys):

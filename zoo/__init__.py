@@ -1,4 +1,4 @@
-"""The model zoo: the bundled default model, model cards and (later) the Hub registry."""
+"""The model zoo: the registry of published models, the bundled default model, model cards."""
 
 from __future__ import annotations
 
@@ -14,3 +14,17 @@ def bundled_model_dir(name: str = DEFAULT_MODEL) -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no bundled model {name!r} at {path}")
     return path
+
+
+def list_models() -> list[str]:
+    """Names of the registered models (see ``linfdist.zoo.registry``)."""
+    from linfdist.zoo.registry import list_models as names
+
+    return names()
+
+
+def load(name: str):
+    """A registered model by name, its files checked against the registry's sha256."""
+    from linfdist.zoo.registry import load as load_model
+
+    return load_model(name)

@@ -1,0 +1,67 @@
+"""The zoo registry: pinned files, claims that match the cards, checked loading, close-name hints."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from linfdist import zoo
+from linfdist.zoo import registry
+
+
+def test_registry_pins_the_bundled_files_and_repeats_the_card():
+    for entry in registry.load_registry():
+        folder = registry.model_folder(entry.name)  # raises on any sha256 mismatch
+        assert sorted(entry.files) == sorted(p.name for p in folder.iterdir() if p.is_file())
+        config = json.loads((folder / "config.json").read_text())
+        assert (entry.dataset, entry.eps) == (config["dataset"], config["eps"])
+        claims = {r.metric_type: r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results}
+        assert (entry.clean_accuracy, entry.certified_accuracy) == (claims["clean_accuracy"],
+                                                                    claims["certified_accuracy"])
+        assert entry.revision is None, "a revision is recorded only by a real upload"
+
+
+def test_load_by_name_and_alias():
+    assert zoo.list_models() == ["mnist-5x256-eps0.1"]
+    a, b = zoo.load("default"), zoo.load("mnist-5x256-eps0.1")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_tampered_or_missing_files_are_refused(tmp_path):
+    entry = registry.get_entry("default")
+    folder = tmp_path / "copy"
+    shutil.copytree(registry.model_folder("default"), folder)
+    assert registry.check_files(folder, entry) == folder
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 mismatch for model.safetensors"):
+        registry.check_files(folder, entry)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        registry.check_files(folder, entry)
+
+
+def test_unpublished_unbundled_models_are_not_fetched(tmp_path, monkeypatch):
+    doc = json.loads(registry.registry_path().read_text())
+    entry = dict(doc["models"][0], name="cifar-someday", aliases=[], bundled=None)
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps({"schema": registry.SCHEMA, "models": [entry]}))
+    monkeypatch.setattr(registry, "registry_path", lambda: path)
+    with pytest.raises(FileNotFoundError, match="not published yet"):
+        registry.model_folder("cifar-someday")
+    with pytest.raises(ValueError, match="did you mean cifar-someday"):
+        registry.get_entry("cifar-some")
+
+
+def test_malformed_registries_are_refused(tmp_path):
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps({"schema": "other/9", "models": []}))
+    with pytest.raises(ValueError, match="schema"):
+        registry.load_registry(path)
+    path.write_text(json.dumps({"schema": registry.SCHEMA, "models": [{"name": "x"}]}))
+    with pytest.raises(ValueError, match="malformed registry entry"):
+        registry.load_registry(path)

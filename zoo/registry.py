@@ -1,0 +1,108 @@
+"""The zoo's registry (``registry.json``): which models exist, where they live, what they claim.
+
+Each entry pins every file by sha256. ``repo_id`` is the Hub repository a model is (or
+will be) published to; ``revision`` stays null until ``publish`` records a real upload,
+so an unpublished model loads only from its bundled copy. Nothing is ever fetched
+for a model whose files do not match the registry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+SCHEMA = "linfdist.zoo/1"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    repo_id: str
+    revision: str | None
+    files: dict
+    dataset: str
+    eps: float
+    architecture: str
+    clean_accuracy: float
+    certified_accuracy: float
+    certifier: str
+    license: str
+    bundled: str | None = None
+    aliases: list = field(default_factory=list)
+
+
+def registry_path() -> Path:
+    return Path(str(resources.files("linfdist.zoo") / "registry.json"))
+
+
+def load_registry(path: Path | None = None) -> list[ZooEntry]:
+    """Every registered model, refusing a registry with unknown or missing fields."""
+    data = json.loads((path or registry_path()).read_text())
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"registry schema {data.get('schema')!r} is not {SCHEMA!r}")
+    try:
+        return [ZooEntry(**entry) for entry in data["models"]]
+    except TypeError as err:
+        raise ValueError(f"malformed registry entry: {err}") from None
+
+
+def list_models() -> list[str]:
+    """Names of the registered models."""
+    return [entry.name for entry in load_registry()]
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry named ``name`` (or one of its aliases); an unknown name suggests close ones."""
+    entries = load_registry()
+    for entry in entries:
+        if name == entry.name or name in entry.aliases:
+            return entry
+    known = [e.name for e in entries] + [a for e in entries for a in e.aliases]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+    raise ValueError(f"unknown model {name!r}{hint}")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_files(folder: Path, entry: ZooEntry) -> Path:
+    """``folder`` if every registered file is there with its pinned sha256, else a one-line error."""
+    for name, expected in entry.files.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{entry.name}: {path} is missing")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise ValueError(f"{entry.name}: sha256 mismatch for {name} (registry {expected[:12]}…, file {actual[:12]}…); "
+                             "refusing to load it")
+    return folder
+
+
+def model_folder(name: str) -> Path:
+    """A checked local folder holding the model: the bundled copy, else the Hub (HF cache first)."""
+    entry = get_entry(name)
+    if entry.bundled:
+        return check_files(Path(str(resources.files("linfdist.zoo") / entry.bundled)), entry)
+    if entry.revision is None:
+        raise FileNotFoundError(f"{entry.name} is not published yet (no revision in the registry) and not bundled")
+    from huggingface_hub import hf_hub_download
+
+    paths = [Path(hf_hub_download(entry.repo_id, f, revision=entry.revision)) for f in entry.files]
+    return check_files(paths[0].parent, entry)
+
+
+def load(name: str):
+    """The registered model ``name``, files checked against the registry, in eval mode."""
+    from linfdist.models import load_pretrained
+
+    return load_pretrained(model_folder(name))
