@@ -65,3 +65,31 @@ def test_malformed_registries_are_refused(tmp_path):
     path.write_text(json.dumps({"schema": registry.SCHEMA, "models": [{"name": "x"}]}))
     with pytest.raises(ValueError, match="malformed registry entry"):
         registry.load_registry(path)
+
+
+def test_published_models_load_offline_from_the_hf_cache(tmp_path, monkeypatch):
+    """A published entry resolves through hf_hub_download from the standard cache layout, offline."""
+    import huggingface_hub.constants as hub_constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"  # a test cache's commit, not a real upload
+    repo = tmp_path / "hub" / "models--someone--mnist-test"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(registry.model_folder("default"), snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    doc = json.loads(registry.registry_path().read_text())
+    entry = dict(doc["models"][0], name="mnist-from-hub", aliases=[], bundled=None, repo_id="someone/mnist-test",
+                 revision=commit)
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps({"schema": registry.SCHEMA, "models": [doc["models"][0], entry]}))
+    monkeypatch.setattr(registry, "registry_path", lambda: path)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    assert registry.model_folder("mnist-from-hub") == snapshot
+    model = zoo.load("mnist-from-hub")
+    reference = zoo.load("default")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    weights = snapshot / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        zoo.load("mnist-from-hub")
