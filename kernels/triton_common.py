@@ -26,10 +26,11 @@ def tile_configs(rows: str = "BLOCK_N", cols: str = "BLOCK_M", max_cols: int = 1
                  interpreter_block: int = 32) -> list[triton.Config]:
     """Autotune candidates for an output tile: ``rows`` spread over threads, ``cols`` in each thread.
 
-    A thread holds rows/(32·warps) × cols outputs; 4 × 16 keeps the k loop at two loads
-    per 64 elements without spilling registers (checked in the compiled code, see
-    benchmarks/sass_report.py); kernels with more live state per output cap ``max_cols``. The interpreter gets one small tile: no benchmarking,
-    and small test operands still span several tiles.
+    A thread holds rows/(32·warps) × cols outputs; 4 × 16 keeps the k loop at about 17
+    loads per 64 elements without spilling registers (checked in the compiled code, see
+    benchmarks/sass_report.py); kernels with more live state per output cap
+    ``max_cols``. The interpreter gets one small tile: no benchmarking, and small test
+    operands still span several tiles.
     """
     if interpreting():
         return [triton.Config({rows: interpreter_block, cols: interpreter_block})]

@@ -5,9 +5,10 @@ BLOCK_M × BLOCK_N tile of outputs in registers and streams k, reading one
 K-major row of x and of w per step (operands are transposed once, O((N + M)·K),
 so those reads are contiguous). Compiled for sm_90 the k loop issues ~4.5
 instructions per output element with the arg-max, ~2.5 without (see
-benchmarks/sass_report.py), against a floor of 2 (subtract, max). Ties keep the first k, as torch.max does, so the
-value and index equal the pure-torch reference bitwise. The backward sends
-g·sign(x − w) to coordinate k* only (see ``triton_scatter``).
+benchmarks/sass_report.py), against a floor of 2 (subtract, max). Ties keep the
+first k, as torch.max does, so value and index equal the pure-torch reference
+bitwise. The backward sends g·sign(x − w) to coordinate k* only (see
+``triton_scatter``).
 """
 
 from __future__ import annotations
