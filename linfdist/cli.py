@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     zsub.add_parser("list", help="every registered model with its dataset, ε and certified accuracy")
     for action, what in (("info", "print a model's card"), ("download", "fetch (or locate) a model and check its files")):
         zsub.add_parser(action, help=what).add_argument("name", help="model name (see `linfdist zoo list`)")
+    pub = zsub.add_parser("publish", help="upload a checkpoint folder to the Hub and pin it in the registry")
+    pub.add_argument("folder", help="checkpoint folder with config.json, weights and model card")
+    pub.add_argument("--repo-id", required=True, help="Hub repository, owner/name")
+    pub.add_argument("--name", help="registry name (default: the folder's name)")
+    pub.add_argument("--dry-run", action="store_true", help="stage and check everything, upload nothing")
+    pub.add_argument("--registry", help="registry file to record the upload in (default: the package's)")
 
     b = sub.add_parser("bench", help="time the ℓp-dist backends against torch.cdist")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -231,7 +237,7 @@ def cmd_zoo(args) -> int:
     from linfdist.zoo.registry import get_entry, load_registry, model_folder
 
     if args.zoo_command is None:
-        raise CliError("choose an action: list, info NAME or download NAME")
+        raise CliError("choose an action: list, info NAME, download NAME or publish DIR --repo-id ID")
     if args.zoo_command == "list":
         rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
         for e in load_registry():
@@ -241,6 +247,17 @@ def cmd_zoo(args) -> int:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        return 0
+    if args.zoo_command == "publish":
+        from linfdist.zoo.publish import publish
+
+        name = args.name or Path(args.folder).resolve().name
+        plan = publish(args.folder, args.repo_id, name, dry_run=args.dry_run,
+                       registry=Path(args.registry) if args.registry else None)
+        verb = "would upload" if args.dry_run else f"uploaded as revision {plan['revision']}"
+        print(f"{name}: {verb} to {plan['repo_id']} with message {plan['commit_message']!r}:")
+        for file, sha in plan["files"].items():
+            print(f"  {file}  sha256 {sha}")
         return 0
     entry = get_entry(args.name)
     folder = model_folder(entry.name)

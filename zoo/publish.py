@@ -1,0 +1,82 @@
+"""Publish a checkpoint folder to the Hugging Face Hub and record the upload in the registry.
+
+``--dry-run`` stages and checks everything and reports the exact upload without calling
+the Hub. A real publish creates the repository if needed, uploads config, weights and
+card in one commit, and writes that commit's id into the registry as the entry's pinned
+revision — the only way a revision ever gets there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from linfdist import __version__
+from linfdist.zoo.registry import SCHEMA, registry_path, sha256_of
+
+
+def stage(folder: Path) -> tuple[dict, dict]:
+    """(sha256 per file to upload, registry fields) for a checked checkpoint folder with its card."""
+    from huggingface_hub import ModelCard
+
+    from linfdist.models import CONFIG_FILE, INDEX_FILE, load_pretrained, weight_files
+
+    folder = Path(folder)
+    model = load_pretrained(folder)  # config and weights must agree before anything is uploaded
+    card_path = folder / "README.md"
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{card_path} not found: publish needs the model card (write_model_card)")
+    claims = {r.metric_type: r for r in ModelCard.load(card_path).data.eval_results or []}
+    if not {"clean_accuracy", "certified_accuracy"} <= set(claims):
+        raise ValueError(f"{card_path} states no clean and certified accuracy in its model-index")
+    names = [CONFIG_FILE, "README.md", *(p.name for p in weight_files(folder))]
+    if (folder / INDEX_FILE).is_file():
+        names.append(INDEX_FILE)
+    config = model.config
+    certified = claims["certified_accuracy"]
+    fields = {
+        "dataset": config.dataset, "eps": config.eps,
+        "architecture": f"{config.architecture}, {config.depth} layers x {config.width}, p = {config.p:g}",
+        "clean_accuracy": claims["clean_accuracy"].metric_value, "certified_accuracy": certified.metric_value,
+        "certifier": (certified.metric_args or {}).get("certifier", "unknown"), "license": "mit",
+    }
+    return {name: sha256_of(folder / name) for name in sorted(names)}, fields
+
+
+def publish(folder, repo_id: str, name: str, dry_run: bool = False, api=None, registry: Path | None = None) -> dict:
+    """Upload ``folder`` to ``repo_id`` and pin it in the registry as ``name``; returns the plan/result."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"--repo-id must look like owner/name, got {repo_id!r}")
+    files, fields = stage(Path(folder))
+    message = f"Upload {name} (linfdist {__version__})"
+    plan = {"name": name, "repo_id": repo_id, "files": files, "commit_message": message, "revision": None}
+    if dry_run:
+        return plan
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    api.create_repo(repo_id, repo_type="model", exist_ok=True)
+    with tempfile.TemporaryDirectory() as staging:
+        for file in files:
+            shutil.copy2(Path(folder) / file, Path(staging) / file)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=message,
+                                   repo_type="model", revision="main")
+    plan["revision"] = commit.oid
+    _record(registry or registry_path(), {"name": name, "aliases": [], "bundled": None, "repo_id": repo_id,
+                                          "revision": commit.oid, "files": files, **fields})
+    return plan
+
+
+def _record(path: Path, entry: dict) -> None:
+    """Add or replace ``entry`` (by name) in the registry file, atomically."""
+    doc = json.loads(path.read_text())
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"registry schema {doc.get('schema')!r} is not {SCHEMA!r}")
+    doc["models"] = [m for m in doc["models"] if m["name"] != entry["name"]] + [entry]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
