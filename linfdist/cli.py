@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     zsub.add_parser("list", help="every registered model with its dataset, ε and certified accuracy")
     for action, what in (("info", "print a model's card"), ("download", "fetch (or locate) a model and check its files")):
         zsub.add_parser(action, help=what).add_argument("name", help="model name (see `linfdist zoo list`)")
+    conv = zsub.add_parser("convert", help="turn an L_inf-dist-net-v2 checkpoint (.pth) into a Hub-layout folder")
+    conv.add_argument("checkpoint", help="their model.pth ({'state_dict': ...}, MLPModel)")
+    conv.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "cifar10"])
+    conv.add_argument("--eps", type=float, required=True, help="the ε it was trained for, in pixel units")
+    conv.add_argument("-o", "--output", required=True, help="folder to write (config.json + model.safetensors)")
     pub = zsub.add_parser("publish", help="upload a checkpoint folder to the Hub and pin it in the registry")
     pub.add_argument("folder", help="checkpoint folder with config.json, weights and model card")
     pub.add_argument("--repo-id", required=True, help="Hub repository, owner/name")
@@ -237,7 +242,7 @@ def cmd_zoo(args) -> int:
     from linfdist.zoo.registry import get_entry, load_registry, model_folder
 
     if args.zoo_command is None:
-        raise CliError("choose an action: list, info NAME, download NAME or publish DIR --repo-id ID")
+        raise CliError("choose an action: list, info NAME, download NAME, convert CKPT or publish DIR --repo-id ID")
     if args.zoo_command == "list":
         rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
         for e in load_registry():
@@ -247,6 +252,15 @@ def cmd_zoo(args) -> int:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        return 0
+    if args.zoo_command == "convert":
+        from linfdist.zoo.convert import convert_v2
+
+        out = Path(args.output)
+        if out.exists() and any(out.iterdir()):
+            raise CliError(f"{out} exists and is not empty")
+        convert_v2(args.checkpoint, args.dataset, args.eps).save_pretrained(out)
+        print(f"wrote {out}; certify it with: linfdist verify {out} --data-dir DATA")
         return 0
     if args.zoo_command == "publish":
         from linfdist.zoo.publish import publish

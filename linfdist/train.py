@@ -39,7 +39,7 @@ CHECKPOINT_FORMAT = "linfdist.train/2"
 
 DATASET_STATS = {
     "mnist": ([0.1307], [0.3081]),
-    "fashion-mnist": ([0.2860], [0.3530]),
+    "fashion-mnist": ([0.2860], [0.3520]),
     "cifar10": ([0.4914, 0.4822, 0.4465], [0.2009]),
 }
 

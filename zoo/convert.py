@@ -1,0 +1,77 @@
+"""Convert the ℓ∞-dist Net v2 authors' released checkpoints into our Hub layout.
+
+Their training script (zbh2047/L_inf-dist-net-v2, ``MLPModel``) saves
+``{"state_dict": ..., "optimizer": ...}`` with keys ``fc_dist.{i}.weight``,
+``fc_dist.{i}.mean_shift.running_mean`` (hidden layers), ``fc_dist.{last}.bias`` and an
+optional positive logit ``scalar``, possibly under DDP's ``module.`` prefix; inputs are
+normalised by the dataset statistics outside the model. We read it with
+``torch.load(weights_only=True)`` only (no code from the file runs), map the keys, put the
+normalisation inside the model and drop the scalar (a positive scale changes neither the
+prediction nor any certificate, which use the unscaled distances).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from linfdist.data import INPUT_SHAPES
+from linfdist.models import LinfDistNet, LinfDistNetConfig
+
+#: The per-dataset (mean, std) the v2 code normalises inputs with.
+V2_STATISTICS = {
+    "mnist": ([0.1307], [0.3081]),
+    "fashion-mnist": ([0.2860], [0.3520]),
+    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2009]),
+}
+_V2_KEY = re.compile(r"fc_dist\.(\d+)\.(weight|bias|mean_shift\.running_mean)")
+
+
+def read_v2_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The model tensors of a v2 checkpoint file, refusing anything that needs arbitrary unpickling."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a tensors-only PyTorch checkpoint ({first})") from None
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: no state_dict of tensors inside")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def convert_v2(path, dataset: str, eps: float, identity_value: float = 10.0) -> LinfDistNet:
+    """A LinfDistNet equal to the checkpoint's MLPModel (p = ∞, eval-mode mean shifts)."""
+    if dataset not in V2_STATISTICS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(V2_STATISTICS)}")
+    state = read_v2_state_dict(Path(path))
+    ours, layers = {}, set()
+    for key, tensor in state.items():
+        if key == "scalar":
+            continue
+        match = _V2_KEY.fullmatch(key)
+        if not match:
+            raise ValueError(f"{path}: unexpected key {key!r}; only the v2 MLPModel (fc_dist.*) converts")
+        i, kind = int(match.group(1)), match.group(2)
+        layers.add(i)
+        ours[{"weight": f"trunk.layers.{i}.weight", "bias": f"trunk.layers.{i}.bias",
+              "mean_shift.running_mean": f"trunk.shifts.{i}.running_mean"}[kind]] = tensor.float()
+    depth = len(layers)
+    if layers != set(range(depth)) or depth < 2:
+        raise ValueError(f"{path}: layers {sorted(layers)} are not 0..n-1 with n >= 2")
+    width, in_features = ours["trunk.layers.0.weight"].shape
+    mean, std = V2_STATISTICS[dataset]
+    config = LinfDistNetConfig(
+        input_shape=list(INPUT_SHAPES[dataset]), num_classes=ours[f"trunk.layers.{depth - 1}.weight"].shape[0],
+        depth=depth, width=width, identity_value=identity_value, mean=mean, std=std, dataset=dataset, eps=eps,
+    )
+    model = LinfDistNet(config)
+    try:
+        model.load_state_dict(ours, strict=True)
+    except RuntimeError as err:
+        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:2])
+        raise ValueError(f"{path}: does not fit a {depth}-layer width-{width} LinfDistNet: {detail}") from None
+    return model.eval()
