@@ -124,11 +124,18 @@ class _HubModel(nn.Module):
         (Path(save_directory) / CONFIG_FILE).write_text(text + "\n")
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, **kwargs):
-        """Local folders (single-file or sharded) load through ``load_pretrained``; Hub ids as the mixin does."""
-        if not Path(model_id).is_dir():
-            return super()._from_pretrained(model_id=model_id, **kwargs)
-        model = load_pretrained(model_id)
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
+                         local_files_only=False, token=None, **_):
+        """Load through ``load_pretrained`` (single-file or sharded): a local folder, or a Hub repo
+        fetched with snapshot_download (the HF cache, so it works offline once cached)."""
+        folder = Path(model_id)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
+                                            force_download=force_download, local_files_only=local_files_only,
+                                            token=token))
+        model = load_pretrained(folder)
         if not isinstance(model, cls):
             raise ValueError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}")
         return model

@@ -93,3 +93,23 @@ def test_published_models_load_offline_from_the_hf_cache(tmp_path, monkeypatch):
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     with pytest.raises(ValueError, match="sha256 mismatch"):
         zoo.load("mnist-from-hub")
+
+
+def test_from_pretrained_reads_a_sharded_repo_offline_from_the_hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    from linfdist import models
+
+    monkeypatch.setattr(models, "SHARD_BYTES", 4000)
+    net = models.LinfDistNet(models.LinfDistNetConfig(input_shape=[1, 4, 4], depth=4, width=24))
+    commit = "89abcdef0123456789abcdef0123456789abcdef"  # a test cache's commit, not a real upload
+    repo = tmp_path / "hub" / "models--someone--sharded"
+    net.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    assert len(list((repo / "snapshots" / commit).glob("model-*.safetensors"))) >= 2
+    for revision in (commit, None):  # pinned, and the cached main
+        loaded = models.LinfDistNet.from_pretrained("someone/sharded", revision=revision)
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
