@@ -78,12 +78,17 @@ class LinfDistNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LinfDistNetConfig":
-        """Build from a dict, refusing unknown fields (they would be silently ignored)."""
+    def from_dict(cls, data: dict, complete: bool = False) -> "LinfDistNetConfig":
+        """Build from a dict, refusing unknown fields (they would be silently ignored) and, with
+        ``complete`` (a saved config.json), missing ones: a default std or ε would change what
+        the weights mean and what is certified."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        missing = sorted(known - set(data)) if complete else []
+        if missing:
+            raise ValueError(f"{cls.__name__} field(s) missing: {', '.join(missing)}")
         return cls(**data)
 
 
@@ -379,7 +384,7 @@ def load_pretrained(folder: str | Path):
         raise ValueError(f"{config_path}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     cls = ARCHITECTURES[architecture]
     try:
-        config = cls.config_class.from_dict(data)  # the Hub mixin would silently drop unknown fields
+        config = cls.config_class.from_dict(data, complete=True)  # the Hub mixin would drop unknown fields
     except (TypeError, ValueError) as err:
         raise ValueError(f"{config_path}: {err}") from None
     state = read_weights(folder)

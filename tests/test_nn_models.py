@@ -153,6 +153,11 @@ def test_unknown_config_field_and_wrong_architecture_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown LinfDistNetMLPConfig field.*dropout"):
         load_pretrained(tmp_path)
     config.pop("dropout")
+    std = config.pop("std")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="field.*missing: std"):
+        load_pretrained(tmp_path)
+    config["std"] = std
     config["width"] = 99
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="does not match"):
