@@ -7,7 +7,6 @@ the certified accuracy the model card claims and the sha256 of the source weight
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from torch import nn
 
 from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
 from linfdist import __version__
+from linfdist.files import sha256_file
 from linfdist.models import LinfDistNet, LinfDistNetMLP, _LinfDistTrunk
 from linfdist.nn import LpDistLinear, MeanShift
 
@@ -136,14 +136,6 @@ def _config_json(config) -> str:
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def to_onnx(model, path, opset: int = DEFAULT_OPSET, batch: int | None = None, metadata: dict | None = None) -> Path:
     """Export ``model`` to ``path`` (checked with onnx.checker, full check); written atomically.
 
@@ -198,4 +190,4 @@ def _card_claims(folder: Path) -> dict:
     return claims
 
 
-__all__ = ["ExportError", "build_onnx", "export_checkpoint", "sha256_file", "to_onnx"]
+__all__ = ["ExportError", "build_onnx", "export_checkpoint", "to_onnx"]

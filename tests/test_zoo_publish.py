@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from linfdist.cli import main
+from linfdist.files import sha256_file
 from linfdist.zoo import registry
 from linfdist.zoo.publish import publish
 
@@ -49,7 +50,7 @@ def test_dry_run_stages_and_calls_nothing(setup):
     before = reg.read_text()
     plan = publish(folder, "someone/mnist-small", "mnist-small", dry_run=True, api=RefusingApi(), registry=reg)
     assert plan["revision"] is None and sorted(plan["files"]) == ["README.md", "config.json", "model.safetensors"]
-    assert plan["files"]["model.safetensors"] == registry.sha256_of(folder / "model.safetensors")
+    assert plan["files"]["model.safetensors"] == sha256_file(folder / "model.safetensors")
     assert reg.read_text() == before
 
 
@@ -64,7 +65,7 @@ def test_publish_makes_the_exact_calls_and_pins_the_commit(setup):
     assert upload[2]["commit_message"] == "Upload mnist-small (linfdist 0.1.0)"
     entry = next(e for e in registry.load_registry(reg) if e.name == "mnist-small")
     assert (entry.revision, entry.repo_id, entry.bundled) == (COMMIT, "someone/mnist-small", None)
-    assert entry.files == {n: registry.sha256_of(folder / n) for n in entry.files}
+    assert entry.files == {n: sha256_file(folder / n) for n in entry.files}
     assert (entry.certified_accuracy, entry.dataset, entry.eps) == (95.77, "mnist", 0.1)
     # publishing again replaces the entry instead of duplicating it
     publish(folder, "someone/mnist-small", "mnist-small", api=FakeHfApi(), registry=reg)

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from linfdist import __version__
-from linfdist.zoo.registry import SCHEMA, registry_path, sha256_of
+from linfdist.files import sha256_file
+from linfdist.zoo.registry import SCHEMA, registry_path
 
 
 def stage(folder: Path) -> tuple[dict, dict]:
@@ -43,7 +44,7 @@ def stage(folder: Path) -> tuple[dict, dict]:
         "clean_accuracy": claims["clean_accuracy"].metric_value, "certified_accuracy": certified.metric_value,
         "certifier": (certified.metric_args or {}).get("certifier", "unknown"), "license": "mit",
     }
-    return {name: sha256_of(folder / name) for name in sorted(names)}, fields
+    return {name: sha256_file(folder / name) for name in sorted(names)}, fields
 
 
 def publish(folder, repo_id: str, name: str, dry_run: bool = False, api=None, registry: Path | None = None) -> dict:

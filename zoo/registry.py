@@ -9,11 +9,12 @@ for a model whose files do not match the registry.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from linfdist.files import sha256_file
 
 SCHEMA = "linfdist.zoo/1"
 
@@ -67,21 +68,13 @@ def get_entry(name: str) -> ZooEntry:
     raise ValueError(f"unknown model {name!r}{hint}")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_files(folder: Path, entry: ZooEntry) -> Path:
     """``folder`` if every registered file is there with its pinned sha256, else a one-line error."""
     for name, expected in entry.files.items():
         path = folder / name
         if not path.is_file():
             raise FileNotFoundError(f"{entry.name}: {path} is missing")
-        actual = sha256_of(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise ValueError(f"{entry.name}: sha256 mismatch for {name} (registry {expected[:12]}…, file {actual[:12]}…); "
                              "refusing to load it")
