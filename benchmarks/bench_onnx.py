@@ -4,29 +4,18 @@
 """
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from linfdist.bench import median_seconds
 from linfdist.data import load_dataset
 from linfdist.evaluate import pixels
 from linfdist.export import export_checkpoint, session
 from linfdist.models import load_pretrained
 from linfdist.zoo import bundled_model_dir
-
-
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -48,9 +37,9 @@ def main() -> None:
         path = export_checkpoint(folder, Path(tmp) / "model.onnx")
         sess_threads = session(path, providers=["CPUExecutionProvider"], sess_options=options)
         with torch.no_grad():
-            t_torch = median_time(lambda: model(x), args.repeat)
+            t_torch = median_seconds(lambda: model(x), "cpu", args.repeat)
             logits = model(x).numpy()
-        t_ort = median_time(lambda: sess_threads.run(None, {"pixels": x.numpy()}), args.repeat)
+        t_ort = median_seconds(lambda: sess_threads.run(None, {"pixels": x.numpy()}), "cpu", args.repeat)
         same = np.array_equal(sess_threads.run(None, {"pixels": x.numpy()})[0], logits)
     n = len(x)
     print(f"{n} MNIST test images, {args.threads} threads, median of {args.repeat}")

@@ -269,6 +269,12 @@ def differentiable(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def check_box(lower: torch.Tensor, upper: torch.Tensor) -> None:
+    """Refuse an interval whose lower bound exceeds its upper bound anywhere."""
+    if bool((lower > upper).any()):
+        raise ValueError("interval lower bound exceeds upper bound")
+
+
 def check_operands(weight: torch.Tensor, *inputs: torch.Tensor) -> None:
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D [M, K], got shape {tuple(weight.shape)}")
@@ -306,8 +312,7 @@ def torch_interval_lp_dist(
     """Bounds (lo, hi) of ‖x − weight[m]‖_p over the box lower ≤ x ≤ upper, in pure torch."""
     p = check_p(p)
     check_operands(weight, lower, upper)
-    if bool((lower > upper).any()):
-        raise ValueError("interval lower bound exceeds upper bound")
+    check_box(lower, upper)
     track = differentiable(weight, lower, upper)
     lo = _CoordNorm.apply(LowerBound, p, compiled, track, weight, lower, upper)
     hi = _CoordNorm.apply(UpperBound, p, compiled, track, weight, lower, upper)

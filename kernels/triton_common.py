@@ -97,17 +97,19 @@ def integer_exponent(e: float) -> tuple[int, int]:
     return exponent, max(exponent, 0).bit_length()
 
 
-def propagate_nan(out: torch.Tensor, *pairs: tuple[torch.Tensor, int]) -> torch.Tensor:
-    """Make out[n, m] NaN where a row of an operand holds a NaN.
+def propagate_nan(outs: list[torch.Tensor], rows: list[torch.Tensor], cols: list[torch.Tensor]) -> None:
+    """Make each out[n, m] NaN (in place) where row n of a ``rows`` operand or row m of a ``cols``
+    operand holds a NaN.
 
     The kernels' max reductions skip NaN (a comparison with NaN is false); a NaN must
-    surface in the output instead of being silently dropped. ``pairs`` are
-    (operand, output axis it indexes). Costs O((N + M)·K + N·M) and no host sync.
+    surface in the output instead of being silently dropped. Costs O((N + M)·K + N·M)
+    and no host sync; the masks are computed once for all outputs.
     """
-    for operand, axis in pairs:
-        bad = torch.isnan(operand).any(1)
-        out.masked_fill_(bad[:, None] if axis == 0 else bad[None, :], math.nan)
-    return out
+    bad_rows = torch.stack([torch.isnan(t).any(1) for t in rows]).any(0)
+    bad_cols = torch.stack([torch.isnan(t).any(1) for t in cols]).any(0)
+    mask = bad_rows[:, None] | bad_cols[None, :]
+    for out in outs:
+        out.masked_fill_(mask, math.nan)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.torch_dist import LowerBound, UpperBound, differentiable
+from linfdist.kernels.torch_dist import LowerBound, UpperBound, check_box, differentiable
 from linfdist.kernels.triton_common import (
     check_operands, compute_dtype, even_tiles, load_offsets, propagate_nan, store_tile, tile_configs,
 )
@@ -79,8 +79,7 @@ def linf_interval_forward(lower: torch.Tensor, upper: torch.Tensor, w: torch.Ten
             ls.stride(0), ls.stride(1), us.stride(0), us.stride(1), ws.stride(0), ws.stride(1),
             lo.stride(0), lo.stride(1), WITH_INDEX=with_index,
         )
-    for bound in (lo, hi):
-        propagate_nan(bound, (lower, 0), (upper, 0), (w, 1))
+    propagate_nan([lo, hi], rows=[lower, upper], cols=[w])
     return lo, hi, (index_lo if with_index else None), (index_hi if with_index else None)
 
 
@@ -116,7 +115,6 @@ def triton_interval_linf_dist(lower: torch.Tensor, upper: torch.Tensor, w: torch
                               deterministic: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(lo, hi) with lo ≤ ‖x − w[m]‖∞ ≤ hi for every lower ≤ x ≤ upper, on Triton, differentiable."""
     check_operands(w, lower, upper)
-    if bool((lower > upper).any()):
-        raise ValueError("interval lower bound exceeds upper bound")
+    check_box(lower, upper)
     lower, upper, w = compute_dtype(lower), compute_dtype(upper), compute_dtype(w)
     return LinfIntervalFunction.apply(lower, upper, w, use_deterministic(deterministic), differentiable(lower, upper, w))

@@ -84,7 +84,7 @@ def linf_forward(x: torch.Tensor, w: torch.Tensor, with_index: bool):
             xs.stride(0), xs.stride(1), ws.stride(0), ws.stride(1), out.stride(0), out.stride(1),
             WITH_INDEX=with_index,
         )
-    propagate_nan(out, (x, 0), (w, 1))
+    propagate_nan([out], rows=[x], cols=[w])
     return out, (index if with_index else None)
 
 

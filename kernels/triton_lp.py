@@ -127,7 +127,8 @@ def lp_forward(x: torch.Tensor, w: torch.Tensor, p: float) -> torch.Tensor:
             xs.stride(0), xs.stride(1), ws.stride(0), ws.stride(1), out.stride(0), out.stride(1),
             E_INT=e_int, E_BITS=e_bits,
         )
-    return propagate_nan(out, (x, 0), (w, 1))
+    propagate_nan([out], rows=[x], cols=[w])
+    return out
 
 
 def lp_backward_operand(a: torch.Tensor, b: torch.Tensor, grad: torch.Tensor, inv: torch.Tensor, p: float):
