@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-JSON_SCHEMA = "linfdist.verify/1"
-
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
@@ -26,14 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"linfdist {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    v = sub.add_parser("verify", help="certify a model on a test set and print clean / certified accuracy")
-    v.add_argument("model", nargs="?", help="checkpoint folder (config.json + model.safetensors); default: bundled model")
-    v.add_argument("--dataset", choices=["mnist", "fashion-mnist", "cifar10"], help="default: the model's")
-    v.add_argument("--eps", type=float, help="ℓ∞ radius in pixel units (default: the ε the model was trained for)")
-    v.add_argument("--limit", type=int, help="certify only the first N test images")
-    v.add_argument("--batch-size", type=int, default=500)
-    v.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    _add_common(v)
+    v = sub.add_parser("verify", help="certify a model with the independent verifier; compare runtimes")
+    from linfdist.verify.cli import add_arguments
+
+    add_arguments(v, "an .onnx file, a checkpoint folder or a zoo name (default: the bundled model)")
+    v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
     t = sub.add_parser("train", help="train a model from a recipe (resumable)")
     t.add_argument("--recipe", default="mnist-default", help="built-in recipe name (see --list-recipes)")
@@ -98,51 +93,44 @@ def _set_threads(n: int | None) -> None:
 
 
 def cmd_verify(args) -> int:
-    from linfdist.data import load_dataset
-    from linfdist.evaluate import evaluate
+    """Export the model if needed, then run the independent verifier with the torch runtimes added."""
+    import tempfile
+
+    from linfdist.runtimes import torch_runtimes
+    from linfdist.verify.cli import run
+
+    _set_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="linfdist-verify-") as tmp:
+        onnx_path, model, source = _verify_target(args.model, Path(tmp))
+        return run(args, onnx_path, torch_runtimes(model), source)
+
+
+def _verify_target(name: str | None, tmp: Path):
+    """(the .onnx to verify, the torch model it holds or why there is none, what it was exported from)
+    for an .onnx file, a checkpoint folder or a zoo name."""
+    from linfdist.export import export_checkpoint
+    from linfdist.export.onnx_import import model_from_onnx
     from linfdist.models import load_pretrained
     from linfdist.zoo import bundled_model_dir
 
-    for name in ("limit", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.eps is not None and args.eps < 0:
-        raise CliError(f"--eps must be >= 0, got {args.eps}")
-    _set_threads(args.threads)
-    if args.model and args.model.endswith(".onnx"):
-        raise CliError("verifying .onnx files needs the independent verifier (issue 8), not yet available")
-    folder = Path(args.model) if args.model else bundled_model_dir()
-    if not folder.is_dir():
-        raise CliError(f"{folder} is not a checkpoint folder")
-    model = load_pretrained(folder)
-    dataset = args.dataset or model.config.dataset
-    eps = model.config.eps if args.eps is None else args.eps
-    images, labels = load_dataset(dataset, "test", args.data_dir)
-    if args.limit is not None:
-        images, labels = images[: args.limit], labels[: args.limit]
-    if tuple(images.shape[1:]) != tuple(model.config.input_shape):
-        raise CliError(f"{dataset} images are {images.shape[1:]}, the model expects {model.config.input_shape}")
-    ev = evaluate(model, images, labels, eps, batch_size=args.batch_size, progress=not args.quiet)
-    row = {"model": str(folder), "runtime": "torch-cpu", "dataset": dataset, **ev.as_dict()}
-    print(format_table([row]))
-    if args.json:
-        report = {"schema": JSON_SCHEMA, "linfdist_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "results": [row]}
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    if name and name.endswith(".onnx"):
+        path = Path(name)
+        if not path.is_file():
+            raise CliError(f"{path} not found")
+        try:
+            return path, model_from_onnx(path), None
+        except ValueError as err:
+            return path, f"no torch model: {err}", None
+    if name is None:
+        folder = bundled_model_dir()
+    elif Path(name).is_dir():
+        folder = Path(name)
+    else:
+        from linfdist.zoo.registry import get_entry, model_folder
 
-
-def format_table(rows: list[dict]) -> str:
-    """A plain-text table of verification rows."""
-    pct = lambda v: "n/a" if v is None else f"{v:.2f}%"  # noqa: E731
-    header = ["model", "runtime", "dataset", "eps", "n", "clean", "certified", "margin", "IBP", "time"]
-    lines = [[r["model"], r["runtime"], r["dataset"], f"{r['eps']:g}", str(r["n"]), pct(r["clean_accuracy"]),
-              pct(r["certified_accuracy"]), pct(r["certified_accuracy_margin"]), pct(r["certified_accuracy_ibp"]),
-              f"{r['seconds']:.1f}s"] for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in lines)])
+        folder = model_folder(get_entry(name).name)
+    path = export_checkpoint(folder, tmp / f"{folder.resolve().name}.onnx")
+    return path, load_pretrained(folder), str(folder)
 
 
 def cmd_train(args) -> int:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from linfdist.cli import JSON_SCHEMA, main
+from linfdist.cli import main
 from linfdist.models import LinfDistNet, LinfDistNetConfig
 
 
@@ -25,20 +25,22 @@ def test_verify_checkpoint_prints_table_and_json(checkpoint, tmp_path, capsys):
     report = tmp_path / "report.json"
     assert main(["verify", str(checkpoint), "--limit", "50", "--eps", "0.01", "--json", str(report), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "certified" in out and "torch-cpu" in out and "0.01" in out
+    assert "certified" in out and "torch-cpu" in out and "0.01" in out and "exported to ONNX" in out
     data = json.loads(report.read_text())
-    assert data["schema"] == JSON_SCHEMA
-    (row,) = data["results"]
-    assert row["n"] == 50 and row["eps"] == 0.01 and row["dataset"] == "mnist"
-    for key in ("clean_accuracy", "certified_accuracy", "certified_accuracy_margin", "certified_accuracy_ibp"):
-        assert 0 <= row[key] <= 100
-    assert row["certified_accuracy"] <= row["clean_accuracy"]
+    assert data["schema"] == "linfdist.verify/2"
+    assert data["n"] == 50 and data["eps"] == 0.01 and data["dataset"] == "mnist"
+    for key in ("clean_accuracy", "certified_accuracy", "margin_accuracy", "ibp_accuracy"):
+        assert 0 <= data[key] <= 100
+    assert data["certified_accuracy"] <= data["clean_accuracy"]
+    rows = {r["name"]: r for r in data["runtimes"]}
+    assert set(rows) == {"reference", "torch-cpu", "torch-triton", "ort-cpu", "ort-cuda"}
+    assert rows["torch-cpu"]["clean_accuracy"] == data["clean_accuracy"]
 
 
 def test_verify_default_model_is_the_bundled_one(capsys):
     assert main(["verify", "--limit", "100", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "zoo/default" in out.replace("\\", "/") and " 100 " in out
+    assert "zoo/default" in out.replace("\\", "/") and "n = 100," in out
 
 
 def test_entry_point_runs_as_a_module(checkpoint):
@@ -53,8 +55,9 @@ def test_entry_point_runs_as_a_module(checkpoint):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["verify", "no/such/folder"], "not a checkpoint folder"),
-        (["verify", "model.onnx"], "issue 8"),
+        (["verify", "no/such/folder"], "unknown model 'no/such/folder'"),
+        (["verify", "model.onnx"], "model.onnx not found"),
+        (["verify", "--runtimes", "tensorflow"], "unknown runtime(s) tensorflow"),
         (["verify", "--eps", "-1", "--limit", "5"], "--eps must be >= 0"),
         (["verify", "--limit", "0"], "--limit must be >= 1"),
         (["verify", "--batch-size", "0"], "--batch-size must be >= 1"),

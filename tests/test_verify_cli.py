@@ -1,0 +1,127 @@
+"""The verifier's command lines, torch-free runs, cross-runtime reports and VNN-LIB output."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from linfdist.export import export_checkpoint
+from linfdist.verify.compare import pixels, verify_dataset
+from linfdist.verify.graph import load_graph
+from linfdist.verify.runtimes import REFERENCE, Runtime, ort_runtimes
+from linfdist.zoo import bundled_model_dir
+
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+@pytest.fixture(scope="module")
+def default_onnx(tmp_path_factory):
+    return export_checkpoint(bundled_model_dir(), tmp_path_factory.mktemp("onnx") / "default.onnx")
+
+
+def run_verifier(*args, block_torch=True):
+    code = (BLOCK_TORCH if block_torch else "") + \
+        "import sys; from linfdist.verify.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_python_m_verify_runs_with_torch_blocked(default_onnx, tmp_path):
+    report = tmp_path / "r.json"
+    result = run_verifier(default_onnx, "--limit", "100", "--json", report, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "torch" not in result.stderr
+    data = json.loads(report.read_text())
+    rows = {r["name"]: r for r in data["runtimes"]}
+    assert rows["reference"]["certified_accuracy"] == data["certified_accuracy"] > 90
+    assert rows["ort-cpu"]["clean_accuracy"] == data["clean_accuracy"]
+    assert rows["ort-cpu"]["outside_rounding_bound"] == 0
+    assert "needs torch" in rows["torch-cpu"]["reason"] and rows["torch-cpu"]["clean_accuracy"] is None
+    assert "unavailable: needs torch" in result.stdout
+    assert data["claims"]["checked"] is False and "--limit" in data["claims"]["reason"]
+
+
+def test_python_m_verify_refuses_an_unsupported_op_and_exits_non_zero(default_onnx, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(default_onnx))
+    next(n for n in proto.graph.node if n.op_type == "Neg").op_type = "Softmax"
+    bad = tmp_path / "softmax.onnx"
+    onnx.save(proto, str(bad))
+    result = run_verifier(bad, "--limit", "5", "--quiet")
+    assert result.returncode == 2
+    assert "node 'logits' (Softmax): op not supported" in result.stderr
+    assert run_verifier(bundled_model_dir()).returncode == 2  # folders need `linfdist verify`
+
+
+def test_as_module_entry_point(default_onnx):
+    result = subprocess.run([sys.executable, "-m", "linfdist.verify", str(default_onnx), "--limit", "20", "--quiet",
+                             "--runtimes", "reference"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "reference" in result.stdout and "ort-cpu" not in result.stdout
+
+
+def test_full_test_set_checks_the_model_cards_claims(default_onnx, tmp_path):
+    """The bundled card's numbers are re-derived by the verifier over all 10k images."""
+    from linfdist.data import load_dataset
+
+    images, labels = load_dataset("mnist")
+    graph = load_graph(default_onnx)
+    runtimes = [Runtime(REFERENCE, "float64")] + ort_runtimes(graph)
+    report = verify_dataset(graph, images, labels, 0.1, "mnist", runtimes, progress=False, full_split=True)
+    assert report.claims["checked"] and report.claims["agrees"], report.claims
+    ort_cpu = next(r for r in report.runtimes if r.name == "ort-cpu")
+    assert ort_cpu.outside_rounding_bound == 0 and ort_cpu.differing == []
+    assert next(r for r in report.runtimes if r.name == "ort-cuda").reason
+
+
+def test_a_runtime_that_disagrees_is_reported_sample_by_sample(default_onnx):
+    from linfdist.data import load_dataset
+
+    images, labels = load_dataset("mnist")
+    graph = load_graph(default_onnx)
+    session = ort_runtimes(graph)[0]
+
+    def broken(x):
+        out = session.logits(x)
+        out[3] = out[3][::-1]  # sample 3 gets the wrong class
+        out[5] += np.float32(1e-3)  # sample 5 drifts beyond any rounding bound
+        return out
+
+    runtimes = [Runtime(REFERENCE, "float64"), Runtime("broken", "test double", broken)]
+    report = verify_dataset(graph, images[:40], labels[:40], 0.1, "mnist", runtimes, batch_size=16, progress=False)
+    row = report.runtimes[1]
+    assert [d["index"] for d in row.differing] == [3, 19, 35]  # sample 3 of each batch
+    assert row.outside_rounding_bound == 6 and row.max_abs_dlogit > 1e-4
+
+
+def parse_vnnlib(text):
+    lower = {int(i): float(v) for i, v in re.findall(r"\(assert \(>= X_(\d+) ([^)]+)\)\)", text)}
+    upper = {int(i): float(v) for i, v in re.findall(r"\(assert \(<= X_(\d+) ([^)]+)\)\)", text)}
+    unsafe = [(int(j), int(y)) for j, y in re.findall(r"\(>= Y_(\d+) Y_(\d+)\)", text)]
+    return lower, upper, unsafe
+
+
+def test_vnnlib_properties_describe_the_certified_box(default_onnx, tmp_path):
+    from linfdist.data import load_dataset
+
+    images, labels = load_dataset("mnist")
+    folder = tmp_path / "vnn"
+    result = run_verifier(default_onnx, "--limit", "3", "--eps", "0.05", "--vnnlib", folder, "--quiet",
+                          "--runtimes", "reference")
+    assert result.returncode == 0, result.stderr
+    rows = (folder / "instances.csv").read_text().split()
+    assert rows == [f"default.onnx,prop_0000{i}.vnnlib,60" for i in range(3)]
+    assert (folder / "default.onnx").read_bytes() == default_onnx.read_bytes()
+    for i in range(3):
+        text = (folder / f"prop_0000{i}.vnnlib").read_text()
+        assert text.count("(declare-const X_") == 784 and text.count("(declare-const Y_") == 10
+        lower, upper, unsafe = parse_vnnlib(text)
+        x = pixels(images[i]).ravel().astype(np.float64)
+        lo, hi = np.array([lower[k] for k in range(784)]), np.array([upper[k] for k in range(784)])
+        assert (lo <= x).all() and (x <= hi).all() and (lo >= 0).all() and (hi <= 1).all()
+        assert np.allclose(lo, np.maximum(x - 0.05, 0), atol=1e-15) and np.allclose(hi, np.minimum(x + 0.05, 1), atol=1e-15)
+        assert sorted(j for j, _ in unsafe) == [j for j in range(10) if j != labels[i]]
+        assert {y for _, y in unsafe} == {labels[i]}

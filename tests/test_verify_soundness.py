@@ -1,0 +1,99 @@
+"""Soundness of the independent verifier: no attack, sample or grid point ever breaks a certificate."""
+
+import itertools
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from linfdist.attack import pgd
+from linfdist.export import export_checkpoint, to_onnx
+from linfdist.models import LinfDistNet, LinfDistNetConfig, LinfDistNetMLP, LinfDistNetMLPConfig
+from linfdist.verify.certify import certify
+from linfdist.verify.graph import load_graph
+
+
+def tiny(kind: str, dims: int, seed: int):
+    torch.manual_seed(seed)
+    common = dict(input_shape=[1, 1, dims], depth=3, width=6, num_classes=3, mean=[0.5], std=[0.3])
+    if kind == "mlp":
+        net = LinfDistNetMLP(LinfDistNetMLPConfig(**common, head_hidden=5))
+    else:
+        net = LinfDistNet(LinfDistNetConfig(**common, p=8.0 if kind == "p8" else math.inf))
+    net(torch.rand(64, 1, 1, dims))
+    return net.eval()
+
+
+def box_grid(x: np.ndarray, eps: float) -> torch.Tensor:
+    """A dense grid of float32 points inside the clipped box around float32 x (corners included):
+    float32 rounding may not step outside the box, so the ends are rounded inwards."""
+    dims = x.size
+    lo = np.maximum(x.astype(np.float64) - eps, 0.0)
+    hi = np.minimum(x.astype(np.float64) + eps, 1.0)
+    lo32 = np.where(lo.astype(np.float32) < lo, np.nextafter(lo.astype(np.float32), np.float32(1)), lo.astype(np.float32))
+    hi32 = np.where(hi.astype(np.float32) > hi, np.nextafter(hi.astype(np.float32), np.float32(0)), hi.astype(np.float32))
+    steps = {2: 41, 3: 13}[dims]
+    axes = [np.linspace(a, b, steps) for a, b in zip(lo32.ravel(), hi32.ravel())]
+    points = np.array(list(itertools.product(*axes))).astype(np.float32)
+    points = np.clip(points, lo32.ravel(), hi32.ravel())
+    return torch.from_numpy(points.reshape(-1, *x.shape))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("kind", ["plain", "mlp", "p8"])
+def test_dense_grid_never_breaks_a_certificate_and_bounds_hold(kind, dims, seed, tmp_path):
+    """Brute force over the whole clipped ε-box of tiny nets, in float32 (torch and ORT) and float64."""
+    net = tiny(kind, dims, seed)
+    path = to_onnx(net, tmp_path / "tiny.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(80, 1, 1, dims)
+    with torch.no_grad():
+        labels = net(x).argmax(1).numpy()
+    eps = 0.04
+    cert = certify(load_graph(path), x.numpy(), labels, eps)
+    net64 = tiny(kind, dims, seed).double()
+    checked = 0
+    for i in range(len(x)):
+        points = box_grid(x[i].numpy(), eps)
+        with torch.no_grad():
+            exact = net64(points.double()).numpy()
+            f32 = [net(points).numpy(), session.run(None, {"pixels": points.numpy()})[0]]
+        assert (exact >= cert.lower[i]).all() and (exact <= cert.upper[i]).all()
+        for logits in f32:
+            assert (logits >= cert.lower[i] - cert.runtime_error[i]).all()
+            assert (logits <= cert.upper[i] + cert.runtime_error[i]).all()
+            if cert.certified[i]:
+                assert (logits.argmax(1) == labels[i]).all()
+        checked += bool(cert.certified[i])
+    assert checked >= 3, "too few certified samples: the test would prove little"
+
+
+def test_strong_attacks_never_break_a_certificate_of_the_bundled_model(tmp_path):
+    """PGD with restarts and random box corners on 100 certified MNIST digits: predictions never change."""
+    from linfdist.data import load_dataset
+    from linfdist.models import load_pretrained
+    from linfdist.zoo import bundled_model_dir
+
+    images, labels = load_dataset("mnist")
+    x = torch.tensor(images[:160], dtype=torch.float32) / 255
+    y = torch.from_numpy(labels[:160])
+    path = export_checkpoint(bundled_model_dir(), tmp_path / "default.onnx")
+    eps = 0.1
+    cert = certify(load_graph(path), x.numpy(), y.numpy(), eps)
+    keep = torch.from_numpy(np.flatnonzero(cert.certified)[:100])
+    assert len(keep) == 100
+    x, y = x[keep], y[keep]
+    model = load_pretrained(bundled_model_dir())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    candidates = [pgd(model, x, y, eps, steps=60, generator=generator) for _ in range(4)]
+    signs = torch.randint(0, 2, (8, *x.shape), generator=generator).float() * 2 - 1
+    candidates += [(x + eps * s).clamp(0, 1) for s in signs]
+    for adv in candidates:
+        assert (adv - x).abs().max() <= eps + 1e-7
+        with torch.no_grad():
+            assert (model(adv).argmax(1) == y).all()
+        assert (session.run(None, {"pixels": adv.numpy()})[0].argmax(1) == y.numpy()).all()

@@ -1,0 +1,5 @@
+import sys
+
+from linfdist.verify.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""Margin (Lipschitz) and interval (IBP) certificates, derived by walking the graph's rules.
+
+For a batch of pixel inputs x and radius ε the walk carries, per step and per
+coordinate, all in float64:
+
+- v: the value at x, and err64, a bound on |v − exact value at x|;
+- L: the ℓ∞ Lipschitz bound w.r.t. the pixels (sample-independent);
+- [lo, hi]: an enclosure of the exact values over the box B = [x − ε, x + ε] ∩ domain,
+  intersected at every step with v ± (err64 + L·ε) (also an enclosure) and widened by the
+  float64 rounding of computing it;
+- E: a bound on how far a float32 runtime's value can be from the exact value anywhere
+  in B (magnitudes from the enclosure, ``rules.F32`` rounding model).
+
+A sample is certified when its reference prediction is correct and either
+
+- margin: v_y − v_j > err64_y + err64_j + (L_y + L_j)·ε + E_y + E_j for every j ≠ y, or
+- IBP: lo_y − E_y > hi_j + E_j for every j ≠ y;
+
+each then proves that both exact arithmetic and every float32 runtime that follows the
+rounding model predict y everywhere in B.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from linfdist.verify.graph import Graph
+from linfdist.verify.rules import F32, F64, up
+
+#: Pixel domain inputs are clipped to (the threat model: images in [0, 1]).
+DOMAIN = (0.0, 1.0)
+
+
+def _down(x):
+    return np.nextafter(x, -np.inf)
+
+
+def _upward(x):
+    return np.nextafter(x, np.inf)
+
+
+@dataclass
+class Certificates:
+    """Per-sample results of one batch (float64 logits, bools, bounds)."""
+
+    logits: np.ndarray
+    reference_error: np.ndarray
+    runtime_error: np.ndarray
+    lipschitz: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    labels: np.ndarray
+    eps: float
+    margin: np.ndarray
+    ibp: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predictions == self.labels
+
+    @property
+    def certified(self) -> np.ndarray:
+        return self.margin | self.ibp
+
+    def runtime_margin(self, logits: np.ndarray) -> np.ndarray:
+        """Margin certificates from a float32 runtime's own logits at x: its error there and
+        anywhere in B are both at most E, so it needs r_y − r_j > 2(E_y + E_j) + (L_y + L_j)·ε."""
+        y = self.labels
+        errors = self.runtime_error
+        slack = 2 * (errors[np.arange(len(y)), y][:, None] + errors) + (self.lipschitz[y][:, None] + self.lipschitz) * self.eps
+        return _margin_holds(logits.astype(np.float64), y, up(slack, 4))
+
+
+def _margin_holds(logits: np.ndarray, labels: np.ndarray, slack: np.ndarray) -> np.ndarray:
+    """Correct and logits_y − logits_j > slack_j for every j ≠ y (rounded against us)."""
+    rows = np.arange(len(labels))
+    diff = _down(logits[rows, labels][:, None] - logits)
+    ok = diff > slack
+    ok[rows, labels] = True
+    return ok.all(1) & (logits.argmax(1) == labels)
+
+
+def lipschitz(graph: Graph) -> list[np.ndarray]:
+    """Per step, the ℓ∞ Lipschitz bound of every output coordinate w.r.t. the pixels."""
+    bound = np.ones((1, *graph.sample_shape))
+    out = []
+    for step in graph.steps:
+        bound = step.rule.spread(bound)
+        out.append(bound)
+    return out
+
+
+def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
+            lipschitz_bounds: list[np.ndarray] | None = None) -> Certificates:
+    """Certificates for float32 pixels [n, *sample_shape] in the domain, labels [n], radius ε ≥ 0."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.float32 or pixels.shape[1:] != graph.sample_shape:
+        raise ValueError(f"pixels must be float32 [n, {', '.join(map(str, graph.sample_shape))}], "
+                         f"got {pixels.dtype} {pixels.shape}")
+    if not np.isfinite(pixels).all() or pixels.min(initial=0) < DOMAIN[0] or pixels.max(initial=0) > DOMAIN[1]:
+        raise ValueError(f"pixels must be finite and within {DOMAIN}")
+    if not eps >= 0 or not np.isfinite(eps):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    labels = np.asarray(labels, dtype=np.int64)
+    lips = lipschitz_bounds or lipschitz(graph)
+    v = pixels.astype(np.float64)
+    err = np.zeros_like(v)
+    runtime = np.zeros_like(v)
+    lo = np.clip(_down(v - eps), *DOMAIN)
+    hi = np.clip(_upward(v + eps), *DOMAIN)
+    for step, lip in zip(graph.steps, lips):
+        rule = step.rule
+        value = rule.value(v)
+        err = up(rule.spread(err) + rule.rounding(np.abs(v), np.abs(value), F64), 2)
+        mag_in = np.maximum(np.abs(lo), np.abs(hi))
+        blo, bhi = rule.bounds(lo, hi)
+        widen = rule.rounding(mag_in, np.maximum(np.abs(blo), np.abs(bhi)), F64)
+        reach = up(err + lip * eps, 2)
+        blo = np.maximum(_down(blo - widen), _down(value - reach))
+        bhi = np.minimum(_upward(bhi + widen), _upward(value + reach))
+        moved = rule.spread(runtime)
+        runtime = up(moved + rule.rounding(mag_in + runtime, np.maximum(np.abs(blo), np.abs(bhi)) + moved, F32), 2)
+        v, lo, hi = value, blo, bhi
+    lip = lips[-1][0]
+    rows = np.arange(len(labels))
+    slack = (err[rows, labels][:, None] + err + (lip[labels][:, None] + lip) * eps
+             + runtime[rows, labels][:, None] + runtime)
+    margin = _margin_holds(v, labels, up(slack, 6))
+    true_low = _down(lo[rows, labels] - runtime[rows, labels])
+    others = _upward(hi + runtime)
+    others[rows, labels] = -np.inf
+    ibp = (true_low > others.max(1)) & (v.argmax(1) == labels)
+    return Certificates(v, err, runtime, lip, lo, hi, labels, float(eps), margin, ibp)

@@ -1,0 +1,107 @@
+"""``python -m linfdist.verify MODEL.onnx``: the torch-free command line (``linfdist verify`` adds torch runtimes)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from linfdist.verify.compare import verify_dataset
+from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
+from linfdist.verify.errors import Refused
+from linfdist.verify.graph import Graph, load_graph
+from linfdist.verify.report import format_report, report_json
+from linfdist.verify.runtimes import NAMES, REFERENCE, Runtime, ort_runtimes, unavailable
+from linfdist.verify.vnnlib import write_properties
+
+
+class UsageError(ValueError):
+    """Bad arguments: printed as one line, exit status 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
+    parser.add_argument("model", nargs="?", help=model_help)
+    parser.add_argument("--dataset", choices=DATASETS, help="default: the dataset in the model's metadata")
+    parser.add_argument("--data-dir", help="folder with the datasets (default: $LINFDIST_DATA, else bundled MNIST test)")
+    parser.add_argument("--eps", type=float, help="ℓ∞ radius in pixel units (default: the model's trained ε)")
+    parser.add_argument("--runtimes", default="all",
+                        help=f"comma-separated, or 'all' (default): {', '.join(NAMES)}")
+    parser.add_argument("--limit", type=int, help="verify only the first N test images")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--vnnlib", metavar="DIR", help="also write one VNN-LIB property per sample (and the model) there")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def requested_runtimes(value: str) -> list[str]:
+    names = list(NAMES) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in names if v not in NAMES]
+    if bad or not names:
+        raise UsageError(f"unknown runtime(s) {', '.join(bad) or repr(value)}; choose from {', '.join(NAMES)} or all")
+    return names
+
+
+def _defaults(graph: Graph, args) -> tuple[str, float]:
+    dataset = args.dataset or graph.metadata.get("linfdist.dataset")
+    if dataset not in DATASETS:
+        raise UsageError(f"the model names no known dataset ({dataset!r}); pass --dataset")
+    eps = args.eps
+    if eps is None:
+        try:
+            eps = float(graph.metadata["linfdist.eps"])
+        except (KeyError, ValueError):
+            raise UsageError("the model's metadata carries no ε; pass --eps") from None
+    if not eps >= 0:
+        raise UsageError(f"--eps must be >= 0, got {eps}")
+    return dataset, eps
+
+
+def run(args, onnx_path: Path, torch_runtimes: dict[str, Runtime], source: str | None = None) -> int:
+    """Verify ``onnx_path`` as ``args`` ask; ``torch_runtimes`` come from the caller (empty without torch);
+    ``source`` names what the file was exported from."""
+    for name in ("limit", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    names = requested_runtimes(args.runtimes)
+    graph = load_graph(onnx_path)
+    dataset, eps = _defaults(graph, args)
+    images, labels = load_dataset(dataset, "test", args.data_dir)
+    full = args.limit is None or args.limit >= len(images)
+    if args.limit is not None:
+        images, labels = images[: args.limit], labels[: args.limit]
+    available = {r.name: r for r in ort_runtimes(graph)} | torch_runtimes
+    available[REFERENCE] = Runtime(REFERENCE, "verifier float64 numpy", logits=None)
+    runtimes = [available.get(name) or unavailable(name, "needs torch: use `linfdist verify`") for name in names]
+    if REFERENCE not in names:
+        runtimes.insert(0, available[REFERENCE])
+    report = verify_dataset(graph, images, labels, eps, dataset, runtimes, args.batch_size,
+                            progress=not args.quiet, full_split=full, source=source)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(report_json(report))
+    if args.vnnlib:
+        from linfdist.verify.compare import pixels
+
+        folder = write_properties(args.vnnlib, onnx_path, pixels(images), labels, eps, graph.num_classes,
+                                  dataset=dataset)
+        print(f"wrote {len(images)} VNN-LIB properties and instances.csv to {folder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linfdist.verify",
+                                     description="Independent verifier of exported ℓ∞-dist nets (numpy + onnx).")
+    add_arguments(parser, "the exported model (.onnx)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.model or not args.model.endswith(".onnx"):
+            raise UsageError("give an .onnx file; for checkpoint folders and zoo names use `linfdist verify` "
+                             "(it exports them first)")
+        return run(args, Path(args.model), {})
+    except (UsageError, Refused, DatasetError, ValueError, FileNotFoundError) as err:
+        print(f"linfdist.verify: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("linfdist.verify: interrupted", file=sys.stderr)
+        return 130
