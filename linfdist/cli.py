@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "cifar10"])
     conv.add_argument("--eps", type=float, required=True, help="the ε it was trained for, in pixel units")
     conv.add_argument("-o", "--output", required=True, help="folder to write (config.json + model.safetensors)")
+    rec = zsub.add_parser("recertify", help="re-derive a bundled model's figures with the verifier; "
+                                            "rewrite its card and registry entry")
+    rec.add_argument("name", help="model name (see `linfdist zoo list`)")
+    _add_common(rec)
     pub = zsub.add_parser("publish", help="upload a checkpoint folder to the Hub and pin it in the registry")
     pub.add_argument("folder", help="checkpoint folder with config.json, weights and model card")
     pub.add_argument("--repo-id", required=True, help="Hub repository, owner/name")
@@ -230,7 +234,8 @@ def cmd_zoo(args) -> int:
     from linfdist.zoo.registry import get_entry, load_registry, model_folder
 
     if args.zoo_command is None:
-        raise CliError("choose an action: list, info NAME, download NAME, convert CKPT or publish DIR --repo-id ID")
+        raise CliError("choose an action: list, info NAME, download NAME, recertify NAME, convert CKPT "
+                       "or publish DIR --repo-id ID")
     if args.zoo_command == "list":
         rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
         for e in load_registry():
@@ -249,6 +254,14 @@ def cmd_zoo(args) -> int:
             raise CliError(f"{out} exists and is not empty")
         convert_v2(args.checkpoint, args.dataset, args.eps).save_pretrained(out)
         print(f"wrote {out}; certify it with: linfdist verify {out} --data-dir DATA")
+        return 0
+    if args.zoo_command == "recertify":
+        from linfdist.zoo.recertify import recertify
+
+        _set_threads(args.threads)
+        entry = recertify(args.name, args.data_dir, progress=not args.quiet)
+        print(f"{entry.name}: clean {entry.clean_accuracy:.2f}%, certified {entry.certified_accuracy:.2f}% at "
+              f"ε = {entry.eps:g} ({entry.certifier}); card and registry updated")
         return 0
     if args.zoo_command == "publish":
         from linfdist.zoo.publish import publish

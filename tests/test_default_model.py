@@ -8,7 +8,6 @@ import pytest
 from huggingface_hub import ModelCard
 
 from linfdist.data import load_dataset
-from linfdist.evaluate import evaluate
 from linfdist.models import LinfDistNet, load_pretrained
 from linfdist.zoo import bundled_model_dir
 
@@ -29,14 +28,20 @@ def test_default_model_loads_at_p_inf():
     assert (bundled_model_dir() / "model.safetensors").stat().st_size < 15 * 2**20
 
 
-def test_card_figures_are_what_verification_measures(card_metrics):
-    """Re-certifies the whole bundled MNIST test set (about a minute on 2 cores)."""
-    model = load_pretrained(bundled_model_dir())
-    images, labels = load_dataset("mnist", "test")
-    result = evaluate(model, images, labels, model.config.eps, progress=False).as_dict()
-    assert result["n"] == 10000
-    assert card_metrics["clean_accuracy"] == round(result["clean_accuracy"], 2)
-    assert card_metrics["certified_accuracy"] == round(result["certified_accuracy"], 2)
+def test_card_and_registry_are_what_the_verifier_derives(tmp_path):
+    """`linfdist zoo recertify default` on copies reproduces the card and registry entry byte for byte
+    (re-certifies the whole bundled MNIST test set with the independent verifier)."""
+    import shutil
+
+    from linfdist.zoo.recertify import recertify
+    from linfdist.zoo.registry import get_entry, registry_path
+
+    folder = shutil.copytree(bundled_model_dir(), tmp_path / "default")
+    registry = shutil.copy(registry_path(), tmp_path / "registry.json")
+    entry = recertify("default", progress=False, registry=Path(registry), folder=folder)
+    assert entry == get_entry("default")
+    assert (folder / "README.md").read_bytes() == (bundled_model_dir() / "README.md").read_bytes()
+    assert entry.certifier.startswith("linfdist.verify ")
 
 
 def test_readme_quotes_the_card(card_metrics):

@@ -81,7 +81,7 @@ def test_sharded_folders_upload_every_shard_and_the_index(tmp_path, monkeypatch)
     net.save_pretrained(tmp_path / "m")
     write_model_card(tmp_path / "m", net.config, {"eps": 0.1, "n": 10, "clean_accuracy": 50.0,
                                                    "certified_accuracy": 10.0, "certified_accuracy_margin": 10.0,
-                                                   "certified_accuracy_ibp": 10.0, "seconds": 1.0})
+                                                   "certified_accuracy_ibp": 10.0, "certifier": "test figures"})
     plan = publish(tmp_path / "m", "someone/m", "m", dry_run=True)
     shards = [f for f in plan["files"] if f.startswith("model-")]
     assert len(shards) >= 2 and "model.safetensors.index.json" in plan["files"]

@@ -1,13 +1,17 @@
-"""Model cards: a README.md whose YAML header carries the certified accuracies."""
+"""Model cards: a README.md whose YAML header carries the certified accuracies.
+
+The figures on a card are derived by the independent verifier (``verified_results``)
+from the model exported to ONNX, never by the training code.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from linfdist import __version__
 
 DATASET_IDS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -16,7 +20,7 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": 
 def card_data(config, results: dict) -> ModelCardData:
     """The YAML header: library, license, dataset, tags and a model-index with the accuracies."""
     eps = results["eps"]
-    args = {"eps": eps, "certifier": f"linfdist {__version__} torch float32 (margin + IBP, rounding-aware)"}
+    args = {"eps": eps, "certifier": results["certifier"]}
     evals = [
         EvalResult(task_type="image-classification", dataset_type=DATASET_IDS[config.dataset],
                    dataset_name=DATASET_NAMES[config.dataset], dataset_split="test", metric_type=metric,
@@ -32,7 +36,7 @@ def card_data(config, results: dict) -> ModelCardData:
 
 
 def card_text(config, results: dict, recipe: dict | None = None, command: str | None = None) -> str:
-    """The model card for a model with ``config`` measured as ``results`` (an Evaluation.as_dict())."""
+    """The model card for a model with ``config`` and the verifier's ``results`` (see verified_results)."""
     eps = results["eps"]
     dataset = DATASET_NAMES[config.dataset]
     rows = [
@@ -57,10 +61,10 @@ normalised with mean {config.mean} and std {config.std} (ε is in pixel units, [
 |---|---|
 {table}
 
-Measured by linfdist {__version__} in torch float32 on the whole test split: margin certificate
-(margin > 2·L·ε with L = {1 / min(config.std):.4f}, less an explicit float32 rounding allowance) and IBP over
-the input box clipped to [0, 1] (bounds widened for rounding); a sample counts when either proves it.
-Re-check with `linfdist verify <this folder>`.
+Derived by the independent verifier ({results['certifier']}) from the model exported to ONNX, on
+the whole test split: margin certificate (each logit difference against its ℓ∞ Lipschitz bound, L = {1 / min(config.std):.4f}
+per logit) and interval bounds over the input box clipped to [0, 1]; both subtract explicit bounds on a float32
+runtime's rounding error, and a sample counts when either proves it. Re-check with `linfdist verify <this folder>`.
 """
     if command:
         body += f"\n## Reproduce\n\n```\n{command}\n```\n"
@@ -72,3 +76,32 @@ Re-check with `linfdist verify <this folder>`.
 def write_model_card(folder: Path, config, results: dict, recipe: dict | None = None, command: str | None = None):
     """Write README.md into a Hub-layout folder."""
     (Path(folder) / "README.md").write_text(card_text(config, results, recipe, command))
+
+
+def rewrite_results(folder: Path, config, results: dict) -> None:
+    """Regenerate a card's figures, keeping its Reproduce and Training recipe sections."""
+    path = Path(folder) / "README.md"
+    old = path.read_text() if path.is_file() else ""
+    starts = [i for i in (old.find("\n## Reproduce"), old.find("\n## Training recipe")) if i >= 0]
+    tail = old[min(starts):] if starts else ""
+    path.write_text(card_text(config, results) + tail)
+
+
+def verified_results(folder, images, labels, eps: float, progress: bool = True) -> dict:
+    """Clean and certified accuracy (margin, IBP, either) of a checkpoint folder on (images, labels),
+    derived by the independent verifier from the folder exported to ONNX."""
+    from linfdist.export import export_checkpoint
+    from linfdist.verify.compare import verify_dataset
+    from linfdist.verify.graph import load_graph
+    from linfdist.verify.report import verifier_version
+    from linfdist.verify.runtimes import REFERENCE, Runtime
+
+    with tempfile.TemporaryDirectory(prefix="linfdist-card-") as tmp:
+        graph = load_graph(export_checkpoint(folder, Path(tmp) / "model.onnx"))
+        dataset = graph.metadata.get("linfdist.dataset", "")
+        report = verify_dataset(graph, images, labels, eps, dataset, [Runtime(REFERENCE, "float64")],
+                                progress=progress)
+    return {"n": report.n, "eps": eps, "clean_accuracy": report.clean_accuracy,
+            "certified_accuracy": report.certified_accuracy, "certified_accuracy_margin": report.margin_accuracy,
+            "certified_accuracy_ibp": report.ibp_accuracy,
+            "certifier": f"{verifier_version()} (float64 reference, float32 rounding bounds; margin + IBP)"}

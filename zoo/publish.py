@@ -8,15 +8,13 @@ revision — the only way a revision ever gets there.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from linfdist import __version__
 from linfdist.files import sha256_file
-from linfdist.zoo.registry import SCHEMA, registry_path
+from linfdist.zoo.registry import record_entry, registry_path
 
 
 def stage(folder: Path) -> tuple[dict, dict]:
@@ -67,17 +65,7 @@ def publish(folder, repo_id: str, name: str, dry_run: bool = False, api=None, re
         commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=message,
                                    repo_type="model", revision="main")
     plan["revision"] = commit.oid
-    _record(registry or registry_path(), {"name": name, "aliases": [], "bundled": None, "repo_id": repo_id,
+    record_entry(registry or registry_path(), {"name": name, "aliases": [], "bundled": None, "repo_id": repo_id,
                                           "revision": commit.oid, "files": files, **fields})
     return plan
 
-
-def _record(path: Path, entry: dict) -> None:
-    """Add or replace ``entry`` (by name) in the registry file, atomically."""
-    doc = json.loads(path.read_text())
-    if doc.get("schema") != SCHEMA:
-        raise ValueError(f"registry schema {doc.get('schema')!r} is not {SCHEMA!r}")
-    doc["models"] = [m for m in doc["models"] if m["name"] != entry["name"]] + [entry]
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)

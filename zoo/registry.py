@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -49,6 +50,19 @@ def load_registry(path: Path | None = None) -> list[ZooEntry]:
         return [ZooEntry(**entry) for entry in data["models"]]
     except TypeError as err:
         raise ValueError(f"malformed registry entry: {err}") from None
+
+
+def record_entry(path: Path, entry: dict) -> None:
+    """Add or replace ``entry`` (by name) in the registry file, atomically."""
+    doc = json.loads(path.read_text())
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"registry schema {doc.get('schema')!r} is not {SCHEMA!r}")
+    doc["models"] = [m if m["name"] != entry["name"] else entry for m in doc["models"]]
+    if entry["name"] not in [m["name"] for m in doc["models"]]:
+        doc["models"].append(entry)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def list_models() -> list[str]:
