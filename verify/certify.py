@@ -122,8 +122,8 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
         blo, bhi = rule.bounds(lo, hi)
         widen = rule.rounding(mag_in, np.maximum(np.abs(blo), np.abs(bhi)), F64)
         reach = up(err + lip * eps, 2)
-        blo = np.maximum(_down(blo - widen), _down(value - reach))
-        bhi = np.minimum(_upward(bhi + widen), _upward(value + reach))
+        blo = _down(np.maximum(blo - widen, value - reach))  # nextafter is monotone: one call covers both
+        bhi = _upward(np.minimum(bhi + widen, value + reach))
         moved = rule.spread(runtime)
         runtime = up(moved + rule.rounding(mag_in + runtime, np.maximum(np.abs(blo), np.abs(bhi)) + moved, F32), 2)
         v, lo, hi = value, blo, bhi

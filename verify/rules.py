@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -56,12 +57,23 @@ F64 = Precision("float64", 2.0**-53 * (1 + 2.0**-20), 2.0**-1074, 2.0**-1022)
 
 
 def up(x, roundings: int = 1):
-    """A non-negative float64 quantity computed with ≤ ``roundings`` roundings, moved up to
-    exceed its exact value."""
-    return np.nextafter(np.asarray(x, dtype=np.float64) * (1 + (roundings + 2) * 2.0**-52), np.inf)
+    """A non-negative float64 quantity computed with ≤ ``roundings`` roundings, moved up to exceed
+    its exact value: × (1 + (n + 2)·2^-52) outgrows (1 + u)^(n+1) even after rounding, and
+    (n + 2) subnormal units cover underflow."""
+    return np.asarray(x, dtype=np.float64) * (1 + (roundings + 2) * 2.0**-52) + (roundings + 2) * 2.0**-1074
 
 
 _POOL = None
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple) -> np.ndarray:
+    """A reusable per-thread float64 buffer (fresh large arrays cost a page fault per 4 KiB)."""
+    size = math.prod(shape)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _SCRATCH.buffer = np.empty(max(size, BLOCK_ELEMENTS))
+    return buffer[:size].reshape(shape)
 
 
 def _parallel(n: int, rows: int, work) -> None:
@@ -349,7 +361,7 @@ class LpDist(Rule):
         above, below = np.empty((n, m)), np.empty((n, m))
 
         def work(i, j):
-            diff = np.subtract(a[i:j, None, :], self.weight[None])
+            diff = np.subtract(a[i:j, None, :], self.weight[None], out=_scratch((j - i, *self.weight.shape)))
             diff.max(axis=2, out=above[i:j])
             np.negative(diff.min(axis=2), out=below[i:j])
 
