@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from linfdist.export import to_onnx
 from linfdist.models import LinfDistNet, LinfDistNetConfig, LinfDistNetMLP, LinfDistNetMLPConfig
-from linfdist.verify.certify import certify, lipschitz
+from linfdist.verify.certificates import certify, lipschitz
 from linfdist.verify.errors import Refused
 from linfdist.verify.graph import load_graph
 

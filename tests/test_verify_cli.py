@@ -125,3 +125,42 @@ def test_vnnlib_properties_describe_the_certified_box(default_onnx, tmp_path):
         assert np.allclose(lo, np.maximum(x - 0.05, 0), atol=1e-15) and np.allclose(hi, np.minimum(x + 0.05, 1), atol=1e-15)
         assert sorted(j for j, _ in unsafe) == [j for j in range(10) if j != labels[i]]
         assert {y for _, y in unsafe} == {labels[i]}
+
+
+def test_torch_runtimes_rebuild_the_model_from_the_onnx_file(default_onnx):
+    import torch
+
+    from linfdist.export.onnx_import import model_from_onnx
+    from linfdist.models import load_pretrained
+    from linfdist.runtimes import torch_runtimes
+
+    model = model_from_onnx(default_onnx)
+    original = load_pretrained(bundled_model_dir())
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+    runtimes = torch_runtimes(model)
+    x = np.random.default_rng(0).random((7, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        assert np.array_equal(runtimes["torch-cpu"].logits(x), original(torch.from_numpy(x)).numpy())
+    if not torch.cuda.is_available():
+        assert runtimes["torch-triton"].reason == "no CUDA device"
+    assert torch_runtimes("no torch model: reason")["torch-cpu"].reason == "no torch model: reason"
+
+
+def test_torch_triton_and_ort_cuda_agree_with_the_reference_on_a_gpu(default_onnx):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from linfdist.data import load_dataset
+    from linfdist.export.onnx_import import model_from_onnx
+    from linfdist.runtimes import torch_runtimes
+
+    images, labels = load_dataset("mnist")
+    graph = load_graph(default_onnx)
+    runtimes = [Runtime(REFERENCE, "float64"), torch_runtimes(model_from_onnx(default_onnx))["torch-triton"],
+                *ort_runtimes(graph)]
+    report = verify_dataset(graph, images[:2000], labels[:2000], 0.1, "mnist", runtimes, progress=False)
+    for row in report.runtimes[1:]:
+        if row.available:
+            assert row.outside_rounding_bound == 0 and row.differing == [], row.name

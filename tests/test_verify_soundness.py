@@ -11,7 +11,7 @@ import torch
 from linfdist.attack import pgd
 from linfdist.export import export_checkpoint, to_onnx
 from linfdist.models import LinfDistNet, LinfDistNetConfig, LinfDistNetMLP, LinfDistNetMLPConfig
-from linfdist.verify.certify import certify
+from linfdist.verify.certificates import certify
 from linfdist.verify.graph import load_graph
 
 

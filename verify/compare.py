@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linfdist.verify.certify import certify, lipschitz
+from linfdist.verify.certificates import certify, lipschitz
 from linfdist.verify.graph import Graph
 from linfdist.verify.runtimes import REFERENCE, Runtime
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linfdist.verify.certify import DOMAIN
+from linfdist.verify.certificates import DOMAIN
 
 TIMEOUT_SECONDS = 60
 
