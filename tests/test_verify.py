@@ -254,3 +254,16 @@ def test_rounding_bound_covers_float32_runtimes(tmp_path):
         gap = np.abs(logits.astype(np.float64) - cert.logits)
         assert (gap <= cert.runtime_error + cert.reference_error).all()
         assert (cert.runtime_error < 1e-3).all()  # worst-case γ_K·|x||W| of the head: loose, not useless
+
+
+@pytest.mark.parametrize("target,ok", [([0, -1], True), ([-1, 3], True), ([0, 3], True), ([1, -1], False),
+                                       ([-1, -1], False), ([0, 4], False), ([3], False)])
+def test_reshape_must_keep_the_batch_axis(target, ok, tmp_path):
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Gemm", ["r", "w"], ["y"])]
+    inits = {"shape": np.array(target, np.int64), "w": np.ones((3, 2))}
+    path = tiny_graph(tmp_path, nodes, inits, in_dim=3)
+    if ok:
+        assert load_graph(path).steps[0].rule.out_shape == (3,)
+    else:
+        with pytest.raises(Refused, match="Reshape|checker rejects"):
+            load_graph(path)
