@@ -24,7 +24,7 @@ SHAPES = {
     "paper": [(512, 5120, 784), (512, 5120, 3072), (512, 5120, 5120)],
 }
 PASSES = ("fwd", "bwd", "bounds", "step")
-BACKENDS = ("triton", "torch", "torch-compile", "cdist")
+BACKENDS = ("triton", "native", "torch", "torch-compile", "cdist")
 
 
 @dataclass
@@ -125,10 +125,13 @@ def step_call(backend: str, p: float, width: int, batch: int, device: str):
 
 
 def available_backends(device: str) -> list[str]:
-    """Backends that can run on ``device`` (Triton on CUDA, or on CPU under the interpreter)."""
-    from linfdist.kernels import triton_available
+    """Backends that can run on ``device`` (Triton on CUDA, or on CPU under the interpreter; the
+    native kernels on CPU where they were built)."""
+    from linfdist.kernels import native, triton_available
 
     names = ["torch", "cdist"]
+    if device == "cpu" and native.available():
+        names.insert(0, "native")
     if triton_available():
         if device == "cuda":
             names.insert(0, "triton")
@@ -190,4 +193,7 @@ def format_line(cells: list[str]) -> str:
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"CPU, {torch.get_num_threads()} torch threads"
+    from linfdist.kernels import native
+
+    kernels = f"native {native.isa_name()}" if native.available() else "no native kernels"
+    return f"CPU, {torch.get_num_threads()} torch threads, {kernels}"

@@ -21,7 +21,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linfdist", description="Certified-robust ℓ∞-distance nets.")
-    parser.add_argument("--version", action="version", version=f"linfdist {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and CPU kernel path")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("verify", help="certify a model with the independent verifier; compare runtimes")
@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked (it loads torch to report the kernel path)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from linfdist.kernels import native
+
+        cpu = f"native {native.isa_name()}" if native.available() else f"pure torch ({native.reason()})"
+        print(f"linfdist {_version()} (CPU kernels: {cpu})")
+        parser.exit()
 
 
 def _version() -> str:

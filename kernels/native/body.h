@@ -1,0 +1,219 @@
+/* The ISA-specific kernels, compiled once per instruction set by linfdist_native.c, which
+ * defines before including: SUFFIX, TARGET, VW (lanes), CV (vectors per tile row), vec,
+ * vmask, ivec and the V_* / IV_* operations. Tiles are R rows x T = CV*VW outputs. W comes
+ * packed as panels [Mp / T, K, T] (W^T cut into column blocks of T, zero padded), so the k
+ * loop streams contiguous memory (a plain [K, M] W^T strides by 4 KiB and thrashes L1) and
+ * columns need no masks; rows past n1 are clamped to the last valid row and never stored. */
+
+#define R 4
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(f) CAT(f, SUFFIX)
+
+/* p = inf: y[n, m] = max_k |x[n, k] - w[m, k]| and (if idx) the first arg-max k. */
+TARGET static void NAME(linf_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m,
+                                   int64_t n0, int64_t n1, float *y, int32_t *idx) {
+    (void)mp;
+    for (int64_t r0 = n0; r0 < n1; r0 += R) {
+        const float *xr[R];
+        for (int r = 0; r < R; r++) xr[r] = x + (r0 + r < n1 ? r0 + r : n1 - 1) * k;
+        for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
+            vec acc[R][CV];
+            ivec arg[R][CV];
+            for (int r = 0; r < R; r++)
+                for (int v = 0; v < CV; v++) { acc[r][v] = V_ZERO(); arg[r][v] = IV_SET1(0); }
+            const float *wp = wt + c0 * k;
+            if (idx) {
+                for (int64_t kk = 0; kk < k; kk++, wp += CV * VW) {
+                    ivec kv = IV_SET1((int32_t)kk);
+                    vec w[CV];
+                    for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
+                    for (int r = 0; r < R; r++) {
+                        vec xb = V_SET1(xr[r][kk]);
+                        for (int v = 0; v < CV; v++) {
+                            vec d = V_ABS(V_SUB(xb, w[v]));
+                            vmask gt = V_GT(d, acc[r][v]);
+                            acc[r][v] = V_BLEND(acc[r][v], d, gt);
+                            arg[r][v] = IV_BLEND(arg[r][v], kv, gt);
+                        }
+                    }
+                }
+            } else {
+                for (int64_t kk = 0; kk < k; kk++, wp += CV * VW) {
+                    vec w[CV];
+                    for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
+                    for (int r = 0; r < R; r++) {
+                        vec xb = V_SET1(xr[r][kk]);
+                        for (int v = 0; v < CV; v++) acc[r][v] = V_MAX(acc[r][v], V_ABS(V_SUB(xb, w[v])));
+                    }
+                }
+            }
+            for (int r = 0; r < R && r0 + r < n1; r++) {
+                float vals[CV * VW];
+                int32_t args[CV * VW];
+                for (int v = 0; v < CV; v++) { V_STORE(vals + v * VW, acc[r][v]); IV_STORE(args + v * VW, arg[r][v]); }
+                int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
+                for (int64_t j = 0; j < width; j++) {
+                    y[(r0 + r) * m + c0 + j] = vals[j];
+                    if (idx) idx[(r0 + r) * m + c0 + j] = args[j];
+                }
+            }
+        }
+    }
+}
+
+/* p = inf bounds over the box [l, u]: hi = max_k max(|l - w|, |u - w|), lo = max_k max(l - w, w - u, 0),
+ * with the first arg-max k of each (for the backward pass). */
+TARGET static void NAME(interval_rows)(const float *l, const float *u, int64_t k, const float *wt, int64_t mp,
+                                       int64_t m, int64_t n0, int64_t n1, float *lo, float *hi, int32_t *ilo,
+                                       int32_t *ihi) {
+    (void)mp;
+    for (int64_t r0 = n0; r0 < n1; r0 += R) {
+        const float *lr[R], *ur[R];
+        for (int r = 0; r < R; r++) {
+            int64_t row = r0 + r < n1 ? r0 + r : n1 - 1;
+            lr[r] = l + row * k;
+            ur[r] = u + row * k;
+        }
+        for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
+            vec alo[R][CV], ahi[R][CV];
+            ivec glo[R][CV], ghi[R][CV];
+            for (int r = 0; r < R; r++)
+                for (int v = 0; v < CV; v++) {
+                    alo[r][v] = V_ZERO(); ahi[r][v] = V_ZERO();
+                    glo[r][v] = IV_SET1(0); ghi[r][v] = IV_SET1(0);
+                }
+            const float *wp = wt + c0 * k;
+            for (int64_t kk = 0; kk < k; kk++, wp += CV * VW) {
+                ivec kv = IV_SET1((int32_t)kk);
+                vec w[CV];
+                for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
+                for (int r = 0; r < R; r++) {
+                    vec lb = V_SET1(lr[r][kk]), ub = V_SET1(ur[r][kk]);
+                    for (int v = 0; v < CV; v++) {
+                        vec dl = V_SUB(lb, w[v]), du = V_SUB(ub, w[v]);
+                        vec up = V_MAX(V_ABS(dl), V_ABS(du));
+                        vec low = V_MAX(dl, V_SUB(w[v], ub));
+                        vmask gh = V_GT(up, ahi[r][v]), gl = V_GT(low, alo[r][v]);
+                        ahi[r][v] = V_BLEND(ahi[r][v], up, gh);
+                        ghi[r][v] = IV_BLEND(ghi[r][v], kv, gh);
+                        alo[r][v] = V_BLEND(alo[r][v], low, gl);
+                        glo[r][v] = IV_BLEND(glo[r][v], kv, gl);
+                    }
+                }
+            }
+            for (int r = 0; r < R && r0 + r < n1; r++) {
+                float vl[CV * VW], vh[CV * VW];
+                int32_t al[CV * VW], ah[CV * VW];
+                for (int v = 0; v < CV; v++) {
+                    V_STORE(vl + v * VW, alo[r][v]); V_STORE(vh + v * VW, ahi[r][v]);
+                    IV_STORE(al + v * VW, glo[r][v]); IV_STORE(ah + v * VW, ghi[r][v]);
+                }
+                int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
+                for (int64_t j = 0; j < width; j++) {
+                    int64_t o = (r0 + r) * m + c0 + j;
+                    lo[o] = vl[j]; hi[o] = vh[j];
+                    if (ilo) { ilo[o] = al[j]; ihi[o] = ah[j]; }
+                }
+            }
+        }
+    }
+}
+
+/* t^e for t in [0, 1] per lane: repeated squaring for integer e (e >= 1), else powf per lane. */
+TARGET static inline vec NAME(vpow)(vec t, double e, int64_t ie) {
+    if (e == 0) return V_SET1(1.0f);
+    if (ie > 0) {
+        vec result = V_SET1(1.0f), base = t;
+        for (int64_t b = ie; b; b >>= 1) {
+            if (b & 1) result = V_MUL(result, base);
+            if (b > 1) base = V_MUL(base, base);
+        }
+        return result;
+    }
+    float lanes[VW];
+    V_STORE(lanes, t);
+    for (int j = 0; j < VW; j++) lanes[j] = powf(lanes[j], (float)e);
+    return V_LOAD(lanes);
+}
+
+/* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry. */
+TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m, int64_t n0,
+                                 int64_t n1, double p, int64_t ip, float *y) {
+    (void)mp;
+    for (int64_t r0 = n0; r0 < n1; r0 += R) {
+        const float *xr[R];
+        int64_t rows[R];
+        for (int r = 0; r < R; r++) {
+            rows[r] = r0 + r < n1 ? r0 + r : n1 - 1;
+            xr[r] = x + rows[r] * k;
+        }
+        for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
+            vec acc[R][CV], inv[R][CV];
+            int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
+            for (int r = 0; r < R; r++) {
+                float s[CV * VW];
+                for (int j = 0; j < CV * VW; j++) {
+                    float peak = j < width ? y[rows[r] * m + c0 + j] : 1.0f;
+                    s[j] = peak > 0 ? 1.0f / peak : 1.0f;
+                }
+                for (int v = 0; v < CV; v++) { inv[r][v] = V_LOAD(s + v * VW); acc[r][v] = V_ZERO(); }
+            }
+            const float *wp = wt + c0 * k;
+            for (int64_t kk = 0; kk < k; kk++, wp += CV * VW) {
+                vec w[CV];
+                for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
+                for (int r = 0; r < R; r++) {
+                    vec xb = V_SET1(xr[r][kk]);
+                    for (int v = 0; v < CV; v++)
+                        acc[r][v] = V_ADD(acc[r][v], NAME(vpow)(V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]), p, ip));
+                }
+            }
+            for (int r = 0; r < R && r0 + r < n1; r++) {
+                float sums[CV * VW];
+                for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r][v]);
+                for (int64_t j = 0; j < width; j++) {
+                    float *out = y + (r0 + r) * m + c0 + j;
+                    float scaled = *out * powf(sums[j], (float)(1.0 / p));
+                    *out = scaled > *out ? scaled : *out; /* ||.||_p >= ||.||_inf despite the rounded 1/peak */
+                }
+            }
+        }
+    }
+}
+
+/* Finite p backward, one side: for each row a of A [na, k] (x rows for grad_x, w rows for grad_w),
+ * grad[a, :] += sum_b g[a, b] (|A[a] - B[b]| / y[a, b])^(p-1) * sign(A[a] - B[b]), where g and y are
+ * read at (a, b) through strides (sa, sb): d|x - w|/dx = sign(x - w) and d|x - w|/dw = sign(w - x). */
+TARGET static void NAME(lp_grad_rows)(const float *a, const float *b, int64_t nb, int64_t k, const float *g,
+                                      const float *y, int64_t sa, int64_t sb, double p, int64_t ip1,
+                                      int64_t a0, int64_t a1, float *grad) {
+    int64_t kv_end = k - k % VW;
+    for (int64_t i = a0; i < a1; i++) {
+        const float *ar = a + i * k;
+        float *gr = grad + i * k;
+        for (int64_t j = 0; j < nb; j++) {
+            float gy = g[i * sa + j * sb], yy = y[i * sa + j * sb];
+            if (gy == 0.0f || !(yy > 0.0f)) continue;
+            const float *br = b + j * k;
+            float inv = 1.0f / yy, coef = gy;
+            vec vinv = V_SET1(inv), vcoef = V_SET1(coef);
+            int64_t kk = 0;
+            for (; kk < kv_end; kk += VW) {
+                vec d = V_SUB(V_LOAD(ar + kk), V_LOAD(br + kk));
+                vec t = NAME(vpow)(V_MUL(V_ABS(d), vinv), p - 1.0, ip1);
+                vec sgn = V_SIGN(d);
+                V_STORE(gr + kk, V_ADD(V_LOAD(gr + kk), V_MUL(vcoef, V_MUL(t, sgn))));
+            }
+            for (; kk < k; kk++) {
+                float d = ar[kk] - br[kk];
+                float t = ip1 > 0 ? 1.0f : powf(fabsf(d) * inv, (float)(p - 1.0));
+                if (ip1 > 0) { float base = fabsf(d) * inv; for (int64_t e = ip1; e; e >>= 1) { if (e & 1) t *= base; base *= base; } }
+                gr[kk] += coef * (t * (float)((d > 0) - (d < 0)));
+            }
+        }
+    }
+}
+
+#undef R
+#undef NAME

@@ -1,0 +1,342 @@
+/* linfdist native CPU kernels: l-inf / lp distance layers in float32, plain C ABI.
+ *
+ * One source compiled without -march flags: the kernels in body.h are instantiated for
+ * AVX-512, AVX2+FMA and portable scalar code through function target attributes, and the
+ * instruction set is picked at run time (ld_best_isa; LINFDIST_NATIVE_ISA=scalar|avx2|avx512
+ * forces one). Work is split over rows between pthreads; callers (ctypes) release the GIL. */
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define LD_X86 1
+#endif
+
+enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+/* ---- portable scalar ---- */
+#define SUFFIX scalar
+#define TARGET
+#define VW 1
+#define CV 16
+typedef float vec;
+typedef int vmask;
+typedef int32_t ivec;
+#define V_ZERO() 0.0f
+#define V_SET1(f) ((float)(f))
+#define V_LOAD(p) (*(p))
+#define V_STORE(p, v) (*(p) = (v))
+#define V_SUB(a, b) ((a) - (b))
+#define V_ADD(a, b) ((a) + (b))
+#define V_MUL(a, b) ((a) * (b))
+#define V_ABS(a) fabsf(a)
+#define V_MAX(a, b) ((b) > (a) ? (b) : (a))
+#define V_GT(a, b) ((a) > (b))
+#define V_BLEND(a, b, m) ((m) ? (b) : (a))
+#define V_SIGN(a) ((float)(((a) > 0) - ((a) < 0)))
+#define IV_SET1(i) ((int32_t)(i))
+#define IV_BLEND(a, b, m) ((m) ? (b) : (a))
+#define IV_STORE(p, v) (*(p) = (v))
+#include "body.h"
+#undef SUFFIX
+#undef TARGET
+#undef VW
+#undef CV
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_STORE
+#undef V_SUB
+#undef V_ADD
+#undef V_MUL
+#undef V_ABS
+#undef V_MAX
+#undef V_GT
+#undef V_BLEND
+#undef V_SIGN
+#undef IV_SET1
+#undef IV_BLEND
+#undef IV_STORE
+
+#ifdef LD_X86
+/* ---- AVX2 + FMA: 8 lanes, tiles of 4 rows x 16 outputs ---- */
+#define SUFFIX avx2
+#define TARGET __attribute__((target("avx2,fma")))
+#define VW 8
+#define CV 3
+#define vec __m256
+#define vmask __m256
+#define ivec __m256i
+#define V_ZERO() _mm256_setzero_ps()
+#define V_SET1(f) _mm256_set1_ps(f)
+#define V_LOAD(p) _mm256_loadu_ps(p)
+#define V_STORE(p, v) _mm256_storeu_ps(p, v)
+#define V_SUB(a, b) _mm256_sub_ps(a, b)
+#define V_ADD(a, b) _mm256_add_ps(a, b)
+#define V_MUL(a, b) _mm256_mul_ps(a, b)
+#define V_ABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
+#define V_MAX(a, b) _mm256_max_ps(b, a)
+#define V_GT(a, b) _mm256_cmp_ps(a, b, _CMP_GT_OQ)
+#define V_BLEND(a, b, m) _mm256_blendv_ps(a, b, m)
+#define V_SIGN(a) _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(1.0f)), \
+                                _mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_LT_OQ), _mm256_set1_ps(1.0f)))
+#define IV_SET1(i) _mm256_set1_epi32(i)
+#define IV_BLEND(a, b, m) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m))
+#define IV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+#include "body.h"
+#undef SUFFIX
+#undef TARGET
+#undef VW
+#undef CV
+#undef vec
+#undef vmask
+#undef ivec
+#undef V_ZERO
+#undef V_SET1
+#undef V_LOAD
+#undef V_STORE
+#undef V_SUB
+#undef V_ADD
+#undef V_MUL
+#undef V_ABS
+#undef V_MAX
+#undef V_GT
+#undef V_BLEND
+#undef V_SIGN
+#undef IV_SET1
+#undef IV_BLEND
+#undef IV_STORE
+
+/* ---- AVX-512F: 16 lanes, tiles of 4 rows x 64 outputs ---- */
+#define SUFFIX avx512
+#define TARGET __attribute__((target("avx512f")))
+#define VW 16
+#define CV 4
+#define vec __m512
+#define vmask __mmask16
+#define ivec __m512i
+#define V_ZERO() _mm512_setzero_ps()
+#define V_SET1(f) _mm512_set1_ps(f)
+#define V_LOAD(p) _mm512_loadu_ps(p)
+#define V_STORE(p, v) _mm512_storeu_ps(p, v)
+#define V_SUB(a, b) _mm512_sub_ps(a, b)
+#define V_ADD(a, b) _mm512_add_ps(a, b)
+#define V_MUL(a, b) _mm512_mul_ps(a, b)
+#define V_ABS(a) _mm512_castsi512_ps(_mm512_and_epi32(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff)))
+#define V_MAX(a, b) _mm512_max_ps(b, a)
+#define V_GT(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
+#define V_BLEND(a, b, m) _mm512_mask_blend_ps(m, a, b)
+#define V_SIGN(a) _mm512_sub_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f)), \
+                                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_set1_ps(1.0f)))
+#define IV_SET1(i) _mm512_set1_epi32(i)
+#define IV_BLEND(a, b, m) _mm512_mask_blend_epi32(m, a, b)
+#define IV_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
+#include "body.h"
+#endif
+
+/* ---- instruction set ---- */
+
+static int supported(int isa) {
+    if (isa == ISA_SCALAR) return 1;
+#ifdef LD_X86
+    __builtin_cpu_init();
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+/* 1 if this CPU can run the instruction set (0 scalar, 1 AVX2, 2 AVX-512), else 0. */
+int ld_isa_supported(int isa) { return supported(isa); }
+
+/* The widest supported instruction set. */
+int ld_best_isa(void) {
+    for (int isa = ISA_AVX512; isa > ISA_SCALAR; isa--)
+        if (supported(isa)) return isa;
+    return ISA_SCALAR;
+}
+
+/* Tile width in outputs (W^T must be padded to a multiple of it). */
+int64_t ld_tile_width(int isa) { return isa == ISA_AVX512 ? 64 : isa == ISA_AVX2 ? 24 : 16; }
+
+/* ---- threads: split [0, total) into contiguous ranges ---- */
+
+typedef void (*range_fn)(void *args, int64_t begin, int64_t end);
+typedef struct { range_fn fn; void *args; int64_t begin, end; } job;
+
+static void *run_job(void *p) {
+    job *j = (job *)p;
+    j->fn(j->args, j->begin, j->end);
+    return NULL;
+}
+
+static void parallel(range_fn fn, void *args, int64_t total, int threads, int64_t grain) {
+    if (total <= 0) return;
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    int64_t pieces = (total + grain - 1) / grain;
+    if (threads > pieces) threads = (int)pieces;
+    int64_t chunk = ((total + threads - 1) / threads + grain - 1) / grain * grain;
+    job jobs[64];
+    pthread_t ids[64];
+    int created[64] = {0}, count = 0;
+    for (int64_t b = 0; b < total && count < 64; b += chunk)
+        jobs[count++] = (job){fn, args, b, b + chunk < total ? b + chunk : total};
+    for (int t = 1; t < count; t++) created[t] = pthread_create(&ids[t], NULL, run_job, &jobs[t]) == 0;
+    run_job(&jobs[0]);
+    for (int t = 1; t < count; t++) {
+        if (created[t]) pthread_join(ids[t], NULL);
+        else run_job(&jobs[t]); /* no thread: do it here */
+    }
+}
+
+/* ---- entry points ---- */
+
+typedef struct {
+    const float *x, *u, *wt, *w, *g, *y;
+    int64_t n, k, m, mp;
+    double p;
+    int64_t ip;
+    float *out, *out2, *grad;
+    int32_t *idx, *idx2;
+    int isa;
+} call;
+
+#define DISPATCH(isa, f, ...)                                   \
+    do {                                                        \
+        if ((isa) == ISA_AVX512) f##_avx512(__VA_ARGS__);       \
+        else if ((isa) == ISA_AVX2) f##_avx2(__VA_ARGS__);      \
+        else f##_scalar(__VA_ARGS__);                           \
+    } while (0)
+
+#ifndef LD_X86
+#define linf_rows_avx2 linf_rows_scalar
+#define linf_rows_avx512 linf_rows_scalar
+#define interval_rows_avx2 interval_rows_scalar
+#define interval_rows_avx512 interval_rows_scalar
+#define lp_rows_avx2 lp_rows_scalar
+#define lp_rows_avx512 lp_rows_scalar
+#define lp_grad_rows_avx2 lp_grad_rows_scalar
+#define lp_grad_rows_avx512 lp_grad_rows_scalar
+#endif
+
+static int check(int isa, int64_t n, int64_t k, int64_t m) {
+    if (!supported(isa)) return -1;
+    if (n < 0 || k < 1 || m < 0 || k > INT32_MAX) return -2;
+    return 0;
+}
+
+static void linf_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->out, c->idx);
+}
+
+/* y[n, m] = max_k |x[n, k] - w[m, k]| for x [n, k] and W packed as panels [mp / T, k, T] (T =
+ * ld_tile_width(isa), rows of W past m zero); idx (nullable) gets the first arg-max k.
+ * Returns 0, or < 0 on bad arguments. */
+int ld_linf_forward(const float *x, int64_t n, int64_t k, const float *wt, int64_t mp, int64_t m, float *y,
+                    int32_t *idx, int isa, int threads) {
+    int status = check(isa, n, k, m);
+    if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
+    call c = {.x = x, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .out = y, .idx = idx, .isa = isa};
+    parallel(linf_range, &c, n, threads, 4);
+    return 0;
+}
+
+static void interval_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    DISPATCH(c->isa, interval_rows, c->x, c->u, c->k, c->wt, c->mp, c->m, b, e, c->out, c->out2, c->idx, c->idx2);
+}
+
+/* Bounds of max_k |x_k - w[m, k]| over the box l <= x <= u: lo, hi [n, m] and their first arg-max k
+ * (ilo, ihi nullable together). */
+int ld_interval_linf(const float *l, const float *u, int64_t n, int64_t k, const float *wt, int64_t mp, int64_t m,
+                     float *lo, float *hi, int32_t *ilo, int32_t *ihi, int isa, int threads) {
+    int status = check(isa, n, k, m);
+    if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
+    call c = {.x = l, .u = u, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .out = lo, .out2 = hi,
+              .idx = ilo, .idx2 = ihi, .isa = isa};
+    parallel(interval_range, &c, n, threads, 4);
+    return 0;
+}
+
+static int64_t integer_exponent(double e) { return e >= 1 && e <= 1024 && e == floor(e) ? (int64_t)e : 0; }
+
+static void lp_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->out, NULL);
+    DISPATCH(c->isa, lp_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->p, c->ip, c->out);
+}
+
+/* Finite p >= 1: y[n, m] = ||x[n] - w[m]||_p, as peak * (sum_k (|d_k| / peak)^p)^(1/p) (stable for large p). */
+int ld_lp_forward(const float *x, int64_t n, int64_t k, const float *wt, int64_t mp, int64_t m, double p, float *y,
+                  int isa, int threads) {
+    int status = check(isa, n, k, m);
+    if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
+    if (!(p >= 1) || isinf(p)) return -4;
+    call c = {.x = x, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .p = p, .ip = integer_exponent(p), .out = y,
+              .isa = isa};
+    parallel(lp_range, &c, n, threads, 4);
+    return 0;
+}
+
+static void lp_grad_x_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    DISPATCH(c->isa, lp_grad_rows, c->x, c->w, c->m, c->k, c->g, c->y, c->m, 1, c->p, c->ip, b, e, c->grad);
+}
+
+static void lp_grad_w_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    DISPATCH(c->isa, lp_grad_rows, c->w, c->x, c->n, c->k, c->g, c->y, 1, c->m, c->p, c->ip, b, e, c->grad);
+}
+
+/* Finite p backward: gx [n, k] and gw [m, k] (zeroed by the caller) from grad g [n, m] and the forward's y;
+ * x [n, k] and w [m, k] row-major. Each output row is owned by one thread: no races. */
+int ld_lp_backward(const float *x, const float *w, const float *y, const float *g, int64_t n, int64_t k, int64_t m,
+                   double p, float *gx, float *gw, int isa, int threads) {
+    int status = check(isa, n, k, m);
+    if (status) return status;
+    if (!(p >= 1) || isinf(p)) return -4;
+    call c = {.x = x, .w = w, .g = g, .y = y, .n = n, .k = k, .m = m, .p = p, .ip = integer_exponent(p - 1.0),
+              .isa = isa};
+    if (gx) { c.grad = gx; parallel(lp_grad_x_range, &c, n, threads, 1); }
+    if (gw) { c.grad = gw; parallel(lp_grad_w_range, &c, m, threads, 1); }
+    return 0;
+}
+
+static float sign_of(float d) { return (float)((d > 0) - (d < 0)); }
+
+static void linf_grad_x_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    for (int64_t i = b; i < e; i++)
+        for (int64_t j = 0; j < c->m; j++) {
+            int64_t kk = c->idx[i * c->m + j];
+            c->grad[i * c->k + kk] += c->g[i * c->m + j] * sign_of(c->x[i * c->k + kk] - c->w[j * c->k + kk]);
+        }
+}
+
+static void linf_grad_w_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    for (int64_t j = b; j < e; j++)
+        for (int64_t i = 0; i < c->n; i++) {
+            int64_t kk = c->idx[i * c->m + j];
+            c->grad[j * c->k + kk] += -(c->g[i * c->m + j] * sign_of(c->x[i * c->k + kk] - c->w[j * c->k + kk]));
+        }
+}
+
+/* p = inf backward through the arg-max index: gx [n, k] += g * sign(x - w) at k*, gw [m, k] -= the same,
+ * each summed in ascending order (m for gx, n for gw) as torch's CPU scatter_add does. gx/gw zeroed by the
+ * caller, either may be NULL. */
+int ld_linf_backward(const float *x, const float *w, const int32_t *idx, const float *g, int64_t n, int64_t k,
+                     int64_t m, float *gx, float *gw, int threads) {
+    int status = check(ISA_SCALAR, n, k, m);
+    if (status) return status;
+    call c = {.x = x, .w = w, .g = g, .n = n, .k = k, .m = m, .idx = (int32_t *)idx};
+    if (gx) { c.grad = gx; parallel(linf_grad_x_range, &c, n, threads, 16); }
+    if (gw) { c.grad = gw; parallel(linf_grad_w_range, &c, m, threads, 16); }
+    return 0;
+}

@@ -1,0 +1,22 @@
+"""Build the optional native CPU kernels (kernels/native) as a plain C shared library.
+
+No -march flags: the library carries AVX-512, AVX2 and scalar code paths and picks one at
+run time. ``optional=True``: if the compiler is missing or fails, linfdist installs anyway
+and uses the pure-torch CPU path.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "linfdist.kernels._native",
+            sources=["kernels/native/linfdist_native.c"],
+            depends=["kernels/native/body.h"],
+            extra_compile_args=["-O3", "-std=gnu11", "-fno-math-errno"],
+            extra_link_args=["-pthread"],
+            libraries=["m"],
+            optional=True,
+        )
+    ]
+)

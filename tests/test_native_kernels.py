@@ -1,0 +1,133 @@
+"""The native CPU kernels: bitwise equal to the torch reference for p = ∞, tight for finite p, on every
+instruction set this CPU runs, any thread count; clear errors; a clean fallback without the library."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from linfdist.kernels import native, torch_dist
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"native kernels unavailable: {native.reason()}")
+SHAPES = [(1, 1, 1), (3, 17, 65), (17, 65, 3), (65, 3, 17), (5, 1000, 17), (17, 5, 1000), (33, 129, 257)]
+
+
+@pytest.fixture(params=native.supported_isas() or ["none"])
+def isa(request, monkeypatch):
+    """Run a test once per instruction set this CPU supports (forced through the environment)."""
+    monkeypatch.setenv(native.ENV_ISA, request.param)
+    native._STATE.clear()
+    yield request.param
+    native._STATE.clear()
+
+
+@pytest.fixture(params=[1, 3])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def operands(n, m, k, seed=0, layout="contiguous"):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, k, generator=gen)
+    w = torch.randn(m, k, generator=gen)
+    if layout == "transposed":
+        x, w = x.t().contiguous().t(), w.t().contiguous().t()
+    elif layout == "sliced":
+        x = torch.randn(n, 2 * k, generator=gen)[:, ::2]
+    return x.requires_grad_(), w.requires_grad_()
+
+
+@pytest.mark.parametrize("n,m,k", SHAPES)
+def test_linf_forward_index_and_gradients_equal_the_reference_bitwise(n, m, k, isa, threads):
+    assert native.isa_name() == isa
+    x, w = operands(n, m, k)
+    y, index = native.linf_forward(x.detach(), w.detach(), want_index=True)
+    ref_y, ref_index = torch_dist._forward_block(torch_dist.AbsDiff, math.inf, True, (None, None), w.detach(), x.detach())
+    assert torch.equal(y, ref_y) and torch.equal(index, ref_index)
+    g = torch.randn(n, m)
+    grads = torch.autograd.grad(native.native_lp_dist(x, w), (x, w), g)
+    ref = torch.autograd.grad(torch_dist.torch_lp_dist(x, w), (x, w), g)
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref))
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced"])
+def test_non_contiguous_inputs(layout, isa):
+    x, w = operands(9, 30, 40, layout=layout)
+    assert torch.equal(native.native_lp_dist(x, w), torch_dist.torch_lp_dist(x, w))
+
+
+@pytest.mark.parametrize("n,m,k", SHAPES)
+@pytest.mark.parametrize("p", [1.0, 2.5, 8.0, 1000.0])
+def test_finite_p_forward_and_gradients_match_float64(n, m, k, p, isa, threads):
+    x, w = operands(n, m, k, seed=1)
+    g = torch.randn(n, m)
+    y = native.native_lp_dist(x, w, p)
+    ref = torch_dist.torch_lp_dist(x.double(), w.double(), p)
+    tol = 2e-7 * p + 2e-6
+    assert ((y.double() - ref).abs() <= tol * ref.abs().clamp_min(1)).all()
+    assert (y >= native.native_lp_dist(x, w)).all(), "‖·‖_p >= ‖·‖_∞ must survive rounding"
+    grads = torch.autograd.grad(y, (x, w), g)
+    ref_grads = torch.autograd.grad(ref, (x, w), g.double())
+    for a, b in zip(grads, ref_grads):
+        assert ((a.double() - b).abs() <= tol * b.abs().max().clamp_min(1)).all()
+
+
+@pytest.mark.parametrize("n,m,k", SHAPES)
+def test_interval_bounds_equal_the_reference_with_gradients(n, m, k, isa, threads):
+    x, w = operands(n, m, k, seed=2)
+    lower = (x.detach() - 0.3).requires_grad_()
+    upper = (x.detach() + 0.2).requires_grad_()
+    lo, hi = native.native_interval_lp_dist(lower, upper, w)
+    ref_lo, ref_hi = torch_dist.torch_interval_lp_dist(lower, upper, w)
+    assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi)
+    g1, g2 = torch.randn(n, m), torch.randn(n, m)
+    grads = torch.autograd.grad((lo, hi), (lower, upper, w), (g1, g2))
+    ref = torch.autograd.grad((ref_lo, ref_hi), (lower, upper, w), (g1, g2))
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref))
+
+
+def test_auto_dispatch_uses_native_on_float32_cpu_and_nan_propagates():
+    from linfdist.functional import _resolve, lp_dist
+
+    x, w = torch.rand(4, 6), torch.rand(5, 6)
+    assert _resolve("auto", x) == "native" and _resolve("auto", x.double()) == "torch"
+    x[1, 2] = float("nan")
+    y = lp_dist(x, w)
+    assert torch.isnan(y[1]).all() and not torch.isnan(y[[0, 2, 3]]).any()
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: native.native_lp_dist(torch.rand(2, 3).double(), torch.rand(4, 3).double()), "float32 CPU"),
+    (lambda: native.native_lp_dist(torch.rand(2, 3), torch.rand(4, 5)), "must be 2-D"),
+    (lambda: native.native_lp_dist(torch.rand(2, 3), torch.rand(4, 3), p=0.5), "p must be >= 1"),
+    (lambda: native.native_interval_lp_dist(torch.ones(2, 3), torch.zeros(2, 3), torch.rand(4, 3)), "exceeds"),
+])
+def test_bad_input_raises_clear_errors(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_without_the_library_everything_falls_back_to_torch(tmp_path):
+    code = ("import torch; from linfdist.kernels import native; from linfdist.functional import _resolve, lp_dist; "
+            "print(native.available(), _resolve('auto', torch.rand(2, 2)), lp_dist(torch.rand(3, 4), torch.rand(5, 4)).shape);"
+            "print(native.reason())")
+    env = {"LINFDIST_NATIVE_LIB": str(tmp_path / "missing.so"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first, reason = result.stdout.strip().splitlines()
+    assert first == "False torch torch.Size([3, 5])" and "unusable" in reason
+
+
+def test_forcing_an_unknown_instruction_set_is_refused(monkeypatch):
+    monkeypatch.setenv(native.ENV_ISA, "sse9")
+    native._STATE.clear()
+    try:
+        with pytest.raises(ValueError, match="sse9"):
+            native.available()
+    finally:
+        native._STATE.clear()
