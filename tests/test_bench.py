@@ -18,9 +18,12 @@ def test_bench_table_and_json(tmp_path, capsys):
     assert doc["schema"] == "linfdist.bench/1"
     rows = doc["rows"]
     cases = {(r["p"], r["pass"], r["backend"]) for r in rows}
-    # cdist has no interval bounds; every other (p, pass) has torch and cdist rows
-    assert cases == {(p, ps, b) for p in ("inf", 8.0) for ps in ("fwd", "bwd") for b in ("torch", "cdist")} | {
-        ("inf", "bounds", "torch"), (8.0, "bounds", "torch")}
+    # cdist has no interval bounds; every other (p, pass) has torch (and native where built) and cdist rows
+    from linfdist.kernels import native
+
+    ours = ["torch"] + (["native"] if native.available() else [])
+    assert cases == {(p, ps, b) for p in ("inf", 8.0) for ps in ("fwd", "bwd") for b in (*ours, "cdist")} | {
+        (p, "bounds", b) for p in ("inf", 8.0) for b in ours}
     for r in rows:
         assert r["seconds"] > 0 and r["elements"] == 64 * 96 * 80
         if r["backend"] == "cdist":

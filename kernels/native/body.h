@@ -120,27 +120,40 @@ TARGET static void NAME(interval_rows)(const float *l, const float *u, int64_t k
     }
 }
 
-/* t^e for t in [0, 1] per lane: repeated squaring for integer e (e >= 1), else powf per lane. */
-TARGET static inline vec NAME(vpow)(vec t, double e, int64_t ie) {
-    if (e == 0) return V_SET1(1.0f);
-    if (ie > 0) {
-        vec result = V_SET1(1.0f), base = t;
-        for (int64_t b = ie; b; b >>= 1) {
-            if (b & 1) result = V_MUL(result, base);
-            if (b > 1) base = V_MUL(base, base);
-        }
-        return result;
+/* t[i] <- t[i]^e for t in [0, 1], over a block of vectors: repeated squaring for integer e (the
+ * branches sit outside the vector loops, so each step is a straight pass), powf per lane otherwise. */
+TARGET static void NAME(power_block)(vec *t, vec *result, int64_t count, double e, int64_t ie) {
+    if (e == 0) {
+        for (int64_t i = 0; i < count; i++) result[i] = V_SET1(1.0f);
+        return;
     }
-    float lanes[VW];
-    V_STORE(lanes, t);
-    for (int j = 0; j < VW; j++) lanes[j] = powf(lanes[j], (float)e);
-    return V_LOAD(lanes);
+    if (ie > 0) {
+        int first = 1;
+        for (int64_t b = ie; b; b >>= 1) {
+            if (b & 1) {
+                if (first) for (int64_t i = 0; i < count; i++) result[i] = t[i];
+                else for (int64_t i = 0; i < count; i++) result[i] = V_MUL(result[i], t[i]);
+                first = 0;
+            }
+            if (b > 1) for (int64_t i = 0; i < count; i++) t[i] = V_MUL(t[i], t[i]);
+        }
+        return;
+    }
+    for (int64_t i = 0; i < count; i++) {
+        float lanes[VW];
+        V_STORE(lanes, t[i]);
+        for (int j = 0; j < VW; j++) lanes[j] = powf(lanes[j], (float)e);
+        result[i] = V_LOAD(lanes);
+    }
 }
+
+#define KB 32 /* k steps per power block */
 
 /* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry. */
 TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m, int64_t n0,
                                  int64_t n1, double p, int64_t ip, float *y) {
     (void)mp;
+    vec ratio[KB * R * CV], powered[KB * R * CV];
     for (int64_t r0 = n0; r0 < n1; r0 += R) {
         const float *xr[R];
         int64_t rows[R];
@@ -160,27 +173,37 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
                 for (int v = 0; v < CV; v++) { inv[r][v] = V_LOAD(s + v * VW); acc[r][v] = V_ZERO(); }
             }
             const float *wp = wt + c0 * k;
-            for (int64_t kk = 0; kk < k; kk++, wp += CV * VW) {
-                vec w[CV];
-                for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
-                for (int r = 0; r < R; r++) {
-                    vec xb = V_SET1(xr[r][kk]);
-                    for (int v = 0; v < CV; v++)
-                        acc[r][v] = V_ADD(acc[r][v], NAME(vpow)(V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]), p, ip));
+            for (int64_t k0 = 0; k0 < k; k0 += KB) {
+                int64_t kb = k - k0 < KB ? k - k0 : KB;
+                vec *out = ratio;
+                for (int64_t kk = k0; kk < k0 + kb; kk++, wp += CV * VW) {
+                    vec w[CV];
+                    for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
+                    for (int r = 0; r < R; r++) {
+                        vec xb = V_SET1(xr[r][kk]);
+                        for (int v = 0; v < CV; v++) *out++ = V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]);
+                    }
                 }
+                NAME(power_block)(ratio, powered, kb * R * CV, p, ip);
+                const vec *in = powered;
+                for (int64_t kk = 0; kk < kb; kk++)
+                    for (int r = 0; r < R; r++)
+                        for (int v = 0; v < CV; v++) acc[r][v] = V_ADD(acc[r][v], *in++);
             }
             for (int r = 0; r < R && r0 + r < n1; r++) {
                 float sums[CV * VW];
                 for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r][v]);
                 for (int64_t j = 0; j < width; j++) {
-                    float *out = y + (r0 + r) * m + c0 + j;
-                    float scaled = *out * powf(sums[j], (float)(1.0 / p));
-                    *out = scaled > *out ? scaled : *out; /* ||.||_p >= ||.||_inf despite the rounded 1/peak */
+                    float *o = y + (r0 + r) * m + c0 + j;
+                    float scaled = *o * powf(sums[j], (float)(1.0 / p));
+                    *o = scaled > *o ? scaled : *o; /* ||.||_p >= ||.||_inf despite the rounded 1/peak */
                 }
             }
         }
     }
 }
+
+#define GB 128 /* vectors of k per power block in the backward pass */
 
 /* Finite p backward, one side: for each row a of A [na, k] (x rows for grad_x, w rows for grad_w),
  * grad[a, :] += sum_b g[a, b] (|A[a] - B[b]| / y[a, b])^(p-1) * sign(A[a] - B[b]), where g and y are
@@ -189,6 +212,7 @@ TARGET static void NAME(lp_grad_rows)(const float *a, const float *b, int64_t nb
                                       const float *y, int64_t sa, int64_t sb, double p, int64_t ip1,
                                       int64_t a0, int64_t a1, float *grad) {
     int64_t kv_end = k - k % VW;
+    vec ratio[GB], powered[GB];
     for (int64_t i = a0; i < a1; i++) {
         const float *ar = a + i * k;
         float *gr = grad + i * k;
@@ -196,24 +220,28 @@ TARGET static void NAME(lp_grad_rows)(const float *a, const float *b, int64_t nb
             float gy = g[i * sa + j * sb], yy = y[i * sa + j * sb];
             if (gy == 0.0f || !(yy > 0.0f)) continue;
             const float *br = b + j * k;
-            float inv = 1.0f / yy, coef = gy;
-            vec vinv = V_SET1(inv), vcoef = V_SET1(coef);
-            int64_t kk = 0;
-            for (; kk < kv_end; kk += VW) {
-                vec d = V_SUB(V_LOAD(ar + kk), V_LOAD(br + kk));
-                vec t = NAME(vpow)(V_MUL(V_ABS(d), vinv), p - 1.0, ip1);
-                vec sgn = V_SIGN(d);
-                V_STORE(gr + kk, V_ADD(V_LOAD(gr + kk), V_MUL(vcoef, V_MUL(t, sgn))));
+            float inv = 1.0f / yy;
+            vec vinv = V_SET1(inv), vcoef = V_SET1(gy);
+            for (int64_t k0 = 0; k0 < kv_end; k0 += GB * VW) {
+                int64_t count = (kv_end - k0) / VW < GB ? (kv_end - k0) / VW : GB;
+                for (int64_t c = 0; c < count; c++)
+                    ratio[c] = V_MUL(V_ABS(V_SUB(V_LOAD(ar + k0 + c * VW), V_LOAD(br + k0 + c * VW))), vinv);
+                NAME(power_block)(ratio, powered, count, p - 1.0, ip1);
+                for (int64_t c = 0; c < count; c++) {
+                    vec sgn = V_SIGN(V_SUB(V_LOAD(ar + k0 + c * VW), V_LOAD(br + k0 + c * VW)));
+                    V_STORE(gr + k0 + c * VW, V_ADD(V_LOAD(gr + k0 + c * VW), V_MUL(vcoef, V_MUL(powered[c], sgn))));
+                }
             }
-            for (; kk < k; kk++) {
+            for (int64_t kk = kv_end; kk < k; kk++) {
                 float d = ar[kk] - br[kk];
-                float t = ip1 > 0 ? 1.0f : powf(fabsf(d) * inv, (float)(p - 1.0));
-                if (ip1 > 0) { float base = fabsf(d) * inv; for (int64_t e = ip1; e; e >>= 1) { if (e & 1) t *= base; base *= base; } }
-                gr[kk] += coef * (t * (float)((d > 0) - (d < 0)));
+                float t = powf(fabsf(d) * inv, (float)(p - 1.0));
+                gr[kk] += gy * (t * (float)((d > 0) - (d < 0)));
             }
         }
     }
 }
 
+#undef KB
+#undef GB
 #undef R
 #undef NAME
