@@ -12,7 +12,7 @@ setup(
         Extension(
             "linfdist.kernels._native",
             sources=["kernels/native/linfdist_native.c"],
-            depends=["kernels/native/body.h"],
+            depends=["kernels/native/body.h", "kernels/native/undef_isa.h"],
             extra_compile_args=["-O3", "-std=gnu11", "-fno-math-errno"],
             extra_link_args=["-pthread"],
             libraries=["m"],

@@ -149,6 +149,14 @@ def lp_forward(x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
     return y
 
 
+def _gradient_buffers(ctx, x, weight, grad_y):
+    """Contiguous x, w, grad_y and zeroed gradient buffers for the inputs autograd asks for."""
+    x, w, g = x.contiguous(), weight.contiguous(), grad_y.contiguous()
+    gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+    gw = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+    return x, w, g, gx, gw
+
+
 class NativeLinfDist(torch.autograd.Function):
     """p = ∞: forward with the arg-max index, backward through it (race-free, torch's summation order)."""
 
@@ -164,9 +172,7 @@ class NativeLinfDist(torch.autograd.Function):
     def backward(ctx, grad_y):
         lib, _ = _load()
         x, weight, index = ctx.saved_tensors
-        x, w, g = x.contiguous(), weight.contiguous(), grad_y.contiguous()
-        gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
-        gw = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        x, w, g, gx, gw = _gradient_buffers(ctx, x, weight, grad_y)
         n, k = x.shape
         _check(lib.ld_linf_backward(_ptr(x), _ptr(w), _ptr(index, _I32), _ptr(g), n, k, w.shape[0], _ptr(gx),
                                     _ptr(gw), _threads()), "l-inf backward")
@@ -189,9 +195,7 @@ class NativeLpDist(torch.autograd.Function):
     def backward(ctx, grad_y):
         lib, isa = _load()
         x, weight, y = ctx.saved_tensors
-        x, w, g = x.contiguous(), weight.contiguous(), grad_y.contiguous()
-        gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
-        gw = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        x, w, g, gx, gw = _gradient_buffers(ctx, x, weight, grad_y)
         n, k = x.shape
         _check(lib.ld_lp_backward(_ptr(x), _ptr(w), _ptr(y), _ptr(g), n, k, w.shape[0], ctx.p, _ptr(gx), _ptr(gw),
                                   isa, _threads()), "lp backward")

@@ -42,25 +42,7 @@ typedef int32_t ivec;
 #define IV_BLEND(a, b, m) ((m) ? (b) : (a))
 #define IV_STORE(p, v) (*(p) = (v))
 #include "body.h"
-#undef SUFFIX
-#undef TARGET
-#undef VW
-#undef CV
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_STORE
-#undef V_SUB
-#undef V_ADD
-#undef V_MUL
-#undef V_ABS
-#undef V_MAX
-#undef V_GT
-#undef V_BLEND
-#undef V_SIGN
-#undef IV_SET1
-#undef IV_BLEND
-#undef IV_STORE
+#include "undef_isa.h"
 
 #ifdef LD_X86
 /* ---- AVX2 + FMA: 8 lanes, tiles of 4 rows x 16 outputs ---- */
@@ -88,28 +70,7 @@ typedef int32_t ivec;
 #define IV_BLEND(a, b, m) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m))
 #define IV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), v)
 #include "body.h"
-#undef SUFFIX
-#undef TARGET
-#undef VW
-#undef CV
-#undef vec
-#undef vmask
-#undef ivec
-#undef V_ZERO
-#undef V_SET1
-#undef V_LOAD
-#undef V_STORE
-#undef V_SUB
-#undef V_ADD
-#undef V_MUL
-#undef V_ABS
-#undef V_MAX
-#undef V_GT
-#undef V_BLEND
-#undef V_SIGN
-#undef IV_SET1
-#undef IV_BLEND
-#undef IV_STORE
+#include "undef_isa.h"
 
 /* ---- AVX-512F: 16 lanes, tiles of 4 rows x 64 outputs ---- */
 #define SUFFIX avx512

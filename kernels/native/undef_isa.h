@@ -1,0 +1,23 @@
+/* Clears one instruction set's definitions (see linfdist_native.c) before the next is set up. */
+#undef CV
+#undef IV_BLEND
+#undef IV_SET1
+#undef IV_STORE
+#undef SUFFIX
+#undef TARGET
+#undef VW
+#undef V_ABS
+#undef V_ADD
+#undef V_BLEND
+#undef V_GT
+#undef V_LOAD
+#undef V_MAX
+#undef V_MUL
+#undef V_SET1
+#undef V_SIGN
+#undef V_STORE
+#undef V_SUB
+#undef V_ZERO
+#undef ivec
+#undef vec
+#undef vmask
