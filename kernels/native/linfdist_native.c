@@ -19,6 +19,8 @@
 enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
 /* ---- portable scalar ---- */
+static inline int32_t f_as_i(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
+static inline float i_as_f(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
 #define SUFFIX scalar
 #define TARGET
 #define VW 1
@@ -41,6 +43,19 @@ typedef int32_t ivec;
 #define IV_SET1(i) ((int32_t)(i))
 #define IV_BLEND(a, b, m) ((m) ? (b) : (a))
 #define IV_STORE(p, v) (*(p) = (v))
+#define V_DIV(a, b) ((a) / (b))
+#define V_ROUND(a) rintf(a)
+#define V_TO_I(a) ((int32_t)rintf(a))
+#define V_CVT_I(i) ((float)(i))
+#define V_AS_I(a) f_as_i(a)
+#define I_AS_V(i) i_as_f(i)
+#define I_SET1(i) ((int32_t)(i))
+#define I_ADD(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
+#define I_SUB(a, b) ((a) - (b))
+#define I_AND(a, b) ((a) & (b))
+#define I_OR(a, b) ((a) | (b))
+#define I_SRL(a, n) ((int32_t)((uint32_t)(a) >> (n)))
+#define I_SLL(a, n) ((int32_t)((uint32_t)(a) << (n)))
 #include "body.h"
 #include "undef_isa.h"
 
@@ -69,6 +84,19 @@ typedef int32_t ivec;
 #define IV_SET1(i) _mm256_set1_epi32(i)
 #define IV_BLEND(a, b, m) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m))
 #define IV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+#define V_DIV(a, b) _mm256_div_ps(a, b)
+#define V_ROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V_TO_I(a) _mm256_cvtps_epi32(a)
+#define V_CVT_I(i) _mm256_cvtepi32_ps(i)
+#define V_AS_I(a) _mm256_castps_si256(a)
+#define I_AS_V(i) _mm256_castsi256_ps(i)
+#define I_SET1(i) _mm256_set1_epi32(i)
+#define I_ADD(a, b) _mm256_add_epi32(a, b)
+#define I_SUB(a, b) _mm256_sub_epi32(a, b)
+#define I_AND(a, b) _mm256_and_si256(a, b)
+#define I_OR(a, b) _mm256_or_si256(a, b)
+#define I_SRL(a, n) _mm256_srli_epi32(a, n)
+#define I_SLL(a, n) _mm256_slli_epi32(a, n)
 #include "body.h"
 #include "undef_isa.h"
 
@@ -96,6 +124,19 @@ typedef int32_t ivec;
 #define IV_SET1(i) _mm512_set1_epi32(i)
 #define IV_BLEND(a, b, m) _mm512_mask_blend_epi32(m, a, b)
 #define IV_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
+#define V_DIV(a, b) _mm512_div_ps(a, b)
+#define V_ROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V_TO_I(a) _mm512_cvtps_epi32(a)
+#define V_CVT_I(i) _mm512_cvtepi32_ps(i)
+#define V_AS_I(a) _mm512_castps_si512(a)
+#define I_AS_V(i) _mm512_castsi512_ps(i)
+#define I_SET1(i) _mm512_set1_epi32(i)
+#define I_ADD(a, b) _mm512_add_epi32(a, b)
+#define I_SUB(a, b) _mm512_sub_epi32(a, b)
+#define I_AND(a, b) _mm512_and_epi32(a, b)
+#define I_OR(a, b) _mm512_or_epi32(a, b)
+#define I_SRL(a, n) _mm512_srli_epi32(a, n)
+#define I_SLL(a, n) _mm512_slli_epi32(a, n)
 #include "body.h"
 #endif
 
