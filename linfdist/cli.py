@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     zsub.add_parser("list", help="every registered model with its dataset, ε and certified accuracy")
     for action, what in (("info", "print a model's card"), ("download", "fetch (or locate) a model and check its files")):
         zsub.add_parser(action, help=what).add_argument("name", help="model name (see `linfdist zoo list`)")
-    conv = zsub.add_parser("convert", help="turn an L_inf-dist-net-v2 checkpoint (.pth) into a Hub-layout folder")
-    conv.add_argument("checkpoint", help="their model.pth ({'state_dict': ...}, MLPModel)")
+    conv = zsub.add_parser("convert", help="turn an L_inf-dist-net (v1) or -v2 checkpoint (.pth) into a Hub-layout folder")
+    conv.add_argument("checkpoint", help="their .pth ({'state_dict': ...}: v1 MLP or v2 MLPModel, recognised by its keys)")
     conv.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "cifar10"])
     conv.add_argument("--eps", type=float, required=True, help="the ε it was trained for, in pixel units")
     conv.add_argument("-o", "--output", required=True, help="folder to write (config.json + model.safetensors)")
@@ -258,12 +258,12 @@ def cmd_zoo(args) -> int:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         return 0
     if args.zoo_command == "convert":
-        from linfdist.zoo.convert import convert_v2
+        from linfdist.zoo.convert import convert_checkpoint
 
         out = Path(args.output)
         if out.exists() and any(out.iterdir()):
             raise CliError(f"{out} exists and is not empty")
-        convert_v2(args.checkpoint, args.dataset, args.eps).save_pretrained(out)
+        convert_checkpoint(args.checkpoint, args.dataset, args.eps).save_pretrained(out)
         print(f"wrote {out}; certify it with: linfdist verify {out} --data-dir DATA")
         return 0
     if args.zoo_command == "recertify":

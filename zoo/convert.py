@@ -1,13 +1,19 @@
-"""Convert the ℓ∞-dist Net v2 authors' released checkpoints into our Hub layout.
+"""Convert the ℓ∞-dist Net authors' released checkpoints (v1 and v2) into our Hub layout.
 
-Their training script (zbh2047/L_inf-dist-net-v2, ``MLPModel``) saves
-``{"state_dict": ..., "optimizer": ...}`` with keys ``fc_dist.{i}.weight``,
-``fc_dist.{i}.mean_shift.running_mean`` (hidden layers), ``fc_dist.{last}.bias`` and an
-optional positive logit ``scalar``, possibly under DDP's ``module.`` prefix; inputs are
-normalised by the dataset statistics outside the model. We read it with
-``torch.load(weights_only=True)`` only (no code from the file runs), map the keys, put the
-normalisation inside the model and drop the scalar (a positive scale changes neither the
-prediction nor any certificate, which use the unscaled distances).
+Both training scripts save ``{"state_dict": ..., "optimizer": ...}``, possibly under DDP's
+``module.`` prefix, with inputs normalised by the dataset statistics outside the model:
+
+- v2 (zbh2047/L_inf-dist-net-v2, ``MLPModel``): ``fc_dist.{i}.weight`` [out, in],
+  ``fc_dist.{i}.mean_shift.running_mean`` (hidden layers), ``fc_dist.{last}.bias`` and an
+  optional positive logit ``scalar``;
+- v1 (zbh2047/L_inf-dist-net, ``Model(MLP, BoundFinalIdentity)``): ``feature.fc.{i}.weight``
+  [out, in, 1, 1] with ``feature.fc.{i}.normalize.running_mean`` for the hidden layers and
+  ``feature.fc_last.weight`` / ``.bias`` for the last; the "Net+MLP" variant's tanh
+  ``predictor.*`` head is refused (no tanh-head architecture here yet).
+
+We read them with ``torch.load(weights_only=True)`` only (no code from the file runs), map
+the keys, put the normalisation inside the model and drop the scalar (a positive scale
+changes neither the prediction nor any certificate, which use the unscaled distances).
 """
 
 from __future__ import annotations
@@ -21,17 +27,18 @@ import torch
 from linfdist.data import INPUT_SHAPES
 from linfdist.models import LinfDistNet, LinfDistNetConfig
 
-#: The per-dataset (mean, std) the v2 code normalises inputs with.
+#: The per-dataset (mean, std) both papers' code normalises inputs with.
 V2_STATISTICS = {
     "mnist": ([0.1307], [0.3081]),
     "fashion-mnist": ([0.2860], [0.3520]),
     "cifar10": ([0.4914, 0.4822, 0.4465], [0.2009]),
 }
 _V2_KEY = re.compile(r"fc_dist\.(\d+)\.(weight|bias|mean_shift\.running_mean)")
+_V1_KEY = re.compile(r"feature\.fc(?:\.(\d+)|_last)\.(weight|bias|normalize\.running_mean)")
 
 
-def read_v2_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The model tensors of a v2 checkpoint file, refusing anything that needs arbitrary unpickling."""
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The model tensors of a v1/v2 checkpoint file, refusing anything that needs arbitrary unpickling."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
@@ -43,12 +50,8 @@ def read_v2_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def convert_v2(path, dataset: str, eps: float, identity_value: float = 10.0) -> LinfDistNet:
-    """A LinfDistNet equal to the checkpoint's MLPModel (p = ∞, eval-mode mean shifts)."""
-    if dataset not in V2_STATISTICS:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(V2_STATISTICS)}")
-    state = read_v2_state_dict(Path(path))
-    ours, layers = {}, set()
+def _v2_keys(path: Path, state: dict) -> dict[str, torch.Tensor]:
+    ours = {}
     for key, tensor in state.items():
         if key == "scalar":
             continue
@@ -56,9 +59,44 @@ def convert_v2(path, dataset: str, eps: float, identity_value: float = 10.0) -> 
         if not match:
             raise ValueError(f"{path}: unexpected key {key!r}; only the v2 MLPModel (fc_dist.*) converts")
         i, kind = int(match.group(1)), match.group(2)
-        layers.add(i)
         ours[{"weight": f"trunk.layers.{i}.weight", "bias": f"trunk.layers.{i}.bias",
               "mean_shift.running_mean": f"trunk.shifts.{i}.running_mean"}[kind]] = tensor.float()
+    return ours
+
+
+def _v1_keys(path: Path, state: dict) -> dict[str, torch.Tensor]:
+    if any(k.startswith("predictor.") for k in state):
+        raise ValueError(f"{path}: a v1 'Net+MLP' checkpoint (tanh predictor head) does not convert yet; "
+                         "only the plain ℓ∞-dist Net does")
+    hidden = sorted({int(m.group(1)) for m in map(_V1_KEY.fullmatch, state) if m and m.group(1) is not None})
+    last = len(hidden)
+    ours = {}
+    for key, tensor in state.items():
+        match = _V1_KEY.fullmatch(key)
+        if not match:
+            raise ValueError(f"{path}: unexpected key {key!r}; only the v1 MLP (feature.fc*) converts")
+        i = last if match.group(1) is None else int(match.group(1))
+        kind = match.group(2)
+        if kind == "weight":
+            if tensor.dim() == 4 and tensor.shape[2:] != (1, 1):
+                raise ValueError(f"{path}: {key} has kernel size {tuple(tensor.shape[2:])}: convolutional nets "
+                                 "do not convert")
+            tensor = tensor.reshape(tensor.shape[0], -1)
+        ours[{"weight": f"trunk.layers.{i}.weight", "bias": f"trunk.layers.{i}.bias",
+              "normalize.running_mean": f"trunk.shifts.{i}.running_mean"}[kind]] = tensor.float()
+    return ours
+
+
+def convert_checkpoint(path, dataset: str, eps: float, identity_value: float = 10.0) -> LinfDistNet:
+    """A LinfDistNet equal to a v1 or v2 checkpoint's model (p = ∞, eval-mode mean shifts); the
+    format is recognised from the keys."""
+    if dataset not in V2_STATISTICS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(V2_STATISTICS)}")
+    path = Path(path)
+    state = read_state_dict(path)
+    v1 = any(k.startswith(("feature.", "predictor.")) for k in state)
+    ours = _v1_keys(path, state) if v1 else _v2_keys(path, state)
+    layers = {int(k.split(".")[2]) for k in ours if k.endswith(".weight")}
     depth = len(layers)
     if layers != set(range(depth)) or depth < 2:
         raise ValueError(f"{path}: layers {sorted(layers)} are not 0..n-1 with n >= 2")
@@ -75,3 +113,4 @@ def convert_v2(path, dataset: str, eps: float, identity_value: float = 10.0) -> 
         detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:2])
         raise ValueError(f"{path}: does not fit a {depth}-layer width-{width} LinfDistNet: {detail}") from None
     return model.eval()
+
