@@ -131,7 +131,7 @@ LOSSES = ("v1", "v2")
 #: The papers' settings (DESIGN.md) at full width, plus CPU-sized recipes. ``--width``
 #: scales any of them; the GPU ones are what the zoo issues train.
 _V2 = dict(loss="v2", depth=5, width=5120, epochs=450, p_warm_epochs=25, p_inf_epochs=50, p_update_epochs=1,
-           batch_size=512, lr=0.03, logit_scale_lr=0.006, weight_decay=5e-3, crop_pad=1)
+           batch_size=512, lr=0.03, logit_scale_lr=0.006, weight_decay=5e-3, crop_pad=1, hinge_theta=1.0)
 _CIFAR = dict(_V2, dataset="cifar10", depth=6, epochs=1300, p_warm_epochs=100, crop_pad=3, flip=True,
               ce_lambda_start=0.1, ce_lambda_end=0.0005)
 RECIPES = {
@@ -234,13 +234,14 @@ def certified_margin_loss(logits, labels, eps: float, lipschitz: float, recipe: 
 
 
 def clipped_hinge_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale, ce_lambda: float):
-    """v2 loss: hinge on the worst-case margin clipped at θ, plus λ·CE on the scaled logits.
+    """v2 loss (the authors' ``mixture``): how far the worst-case margin falls short of 0, clipped
+    at θ (their clip, 1 in normalised-input units), plus λ·CE on the scaled logits.
 
-    The clip gives samples already beyond reach (certified margin below 0) no gradient,
+    Certified samples cost nothing; samples beyond reach (shortfall above θ) get no gradient,
     so the hinge spends its effort on the ones it can still certify.
     """
     worst_margin = margin(logits, labels) - 2 * lipschitz * eps
-    hinge = (recipe.hinge_theta - worst_margin).clamp(0, recipe.hinge_theta).mean()
+    hinge = (-worst_margin).clamp(0, recipe.hinge_theta).mean()
     return hinge + ce_lambda * F.cross_entropy(logits * log_scale.exp(), labels)
 
 

@@ -106,9 +106,13 @@ def test_v2_loss_clips_the_hinge_and_decays_ce():
     assert hinge_only.item() == pytest.approx(0.5)
     (grad,) = torch.autograd.grad(hinge_only, hopeless)
     assert torch.equal(grad, torch.zeros_like(grad))
-    near = torch.tensor([[1.0, 0.9]], requires_grad=True)  # worst margin 0.08, inside the hinge: pushed apart
-    (grad,) = torch.autograd.grad(clipped_hinge_loss(near, labels, 0.01, 1.0, r, scale, ce_lambda=0.0), near)
+    near = torch.tensor([[1.0, 0.9]], requires_grad=True)  # worst margin -0.1, within reach: pushed apart
+    loss = clipped_hinge_loss(near, labels, 0.1, 1.0, r, scale, ce_lambda=0.0)
+    assert loss.item() == pytest.approx(0.1)
+    (grad,) = torch.autograd.grad(loss, near)
     assert grad[0, 0] < 0 < grad[0, 1]
+    certified = torch.tensor([[1.0, 0.0]], requires_grad=True)  # worst margin 0.98: nothing to gain
+    assert clipped_hinge_loss(certified, labels, 0.01, 1.0, r, scale, ce_lambda=0.0).item() == 0
 
 
 def test_random_flip_mirrors_about_half():
