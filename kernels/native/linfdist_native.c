@@ -224,6 +224,8 @@ typedef struct {
 #define lp_rows_avx512 lp_rows_scalar
 #define lp_grad_rows_avx2 lp_grad_rows_scalar
 #define lp_grad_rows_avx512 lp_grad_rows_scalar
+#define lp_grad_tile_avx2 lp_grad_tile_scalar
+#define lp_grad_tile_avx512 lp_grad_tile_scalar
 #endif
 
 static int check(int isa, int64_t n, int64_t k, int64_t m) {
@@ -296,8 +298,24 @@ static void lp_grad_w_range(void *a, int64_t b, int64_t e) {
     DISPATCH(c->isa, lp_grad_rows, c->w, c->x, c->n, c->k, c->g, c->y, 1, c->m, c->p, c->ip, b, e, c->grad);
 }
 
+typedef struct { call *c; int parts, round; } tiles;
+
+static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
+    tiles *t = (tiles *)a;
+    call *c = t->c;
+    for (int64_t part = b; part < e; part++) {
+        int64_t other = (part + t->round) % t->parts;
+        int64_t i0 = c->n * part / t->parts, i1 = c->n * (part + 1) / t->parts;
+        int64_t j0 = c->m * other / t->parts, j1 = c->m * (other + 1) / t->parts;
+        DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, i0, i1, j0, j1, c->grad,
+                 c->out);
+    }
+}
+
 /* Finite p backward: gx [n, k] and gw [m, k] (zeroed by the caller) from grad g [n, m] and the forward's y;
- * x [n, k] and w [m, k] row-major. Each output row is owned by one thread: no races. */
+ * x [n, k] and w [m, k] row-major. With both wanted, the rows of x and of w are cut into T parts each and
+ * T rounds run tiles (t, (t + round) mod T) side by side: every coefficient is computed once and no two
+ * threads ever write the same rows. With one wanted, its rows are split between threads. */
 int ld_lp_backward(const float *x, const float *w, const float *y, const float *g, int64_t n, int64_t k, int64_t m,
                    double p, float *gx, float *gw, int isa, int threads) {
     int status = check(isa, n, k, m);
@@ -305,6 +323,18 @@ int ld_lp_backward(const float *x, const float *w, const float *y, const float *
     if (!(p >= 1) || isinf(p)) return -4;
     call c = {.x = x, .w = w, .g = g, .y = y, .n = n, .k = k, .m = m, .p = p, .ip = integer_exponent(p - 1.0),
               .isa = isa};
+    if (gx && gw) {
+        int parts = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+        if (parts > n) parts = (int)(n > 0 ? n : 1);
+        if (parts > m) parts = (int)(m > 0 ? m : 1);
+        c.grad = gx;
+        c.out = gw;
+        for (int round = 0; round < parts; round++) {
+            tiles t = {&c, parts, round};
+            parallel(lp_grad_tile_range, &t, parts, parts, 1);
+        }
+        return 0;
+    }
     if (gx) { c.grad = gx; parallel(lp_grad_x_range, &c, n, threads, 1); }
     if (gw) { c.grad = gw; parallel(lp_grad_w_range, &c, m, threads, 1); }
     return 0;
