@@ -131,3 +131,17 @@ def test_forcing_an_unknown_instruction_set_is_refused(monkeypatch):
             native.available()
     finally:
         native._STATE.clear()
+
+
+@pytest.mark.parametrize("wanted", ["x", "w"])
+@pytest.mark.parametrize("p", [math.inf, 8.0, 2.5])
+def test_one_operand_gradients(wanted, p, isa, threads):
+    """Frozen weights (or inputs) take the one-operand backward paths."""
+    x, w = operands(13, 37, 70, seed=3)
+    x.requires_grad_(wanted == "x")
+    w.requires_grad_(wanted == "w")
+    target = x if wanted == "x" else w
+    g = torch.randn(13, 37)
+    (grad,) = torch.autograd.grad(native.native_lp_dist(x, w, p), target, g)
+    (ref,) = torch.autograd.grad(torch_dist.torch_lp_dist(x.double(), w.double(), p), target, g.double())
+    assert ((grad.double() - ref).abs() <= (2e-7 * min(p, 1000) + 2e-6) * ref.abs().max()).all()

@@ -235,45 +235,9 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
 
 #define GB 128 /* vectors of k per power block in the backward pass */
 
-/* Finite p backward, one side: for each row a of A [na, k] (x rows for grad_x, w rows for grad_w),
- * grad[a, :] += sum_b g[a, b] (|A[a] - B[b]| / y[a, b])^(p-1) * sign(A[a] - B[b]), where g and y are
- * read at (a, b) through strides (sa, sb): d|x - w|/dx = sign(x - w) and d|x - w|/dw = sign(w - x). */
-TARGET static void NAME(lp_grad_rows)(const float *a, const float *b, int64_t nb, int64_t k, const float *g,
-                                      const float *y, int64_t sa, int64_t sb, double p, int64_t ip1,
-                                      int64_t a0, int64_t a1, float *grad) {
-    int64_t kv_end = k - k % VW;
-    vec ratio[GB], powered[GB];
-    for (int64_t i = a0; i < a1; i++) {
-        const float *ar = a + i * k;
-        float *gr = grad + i * k;
-        for (int64_t j = 0; j < nb; j++) {
-            float gy = g[i * sa + j * sb], yy = y[i * sa + j * sb];
-            if (gy == 0.0f || !(yy > 0.0f)) continue;
-            const float *br = b + j * k;
-            float inv = 1.0f / yy;
-            vec vinv = V_SET1(inv), vcoef = V_SET1(gy);
-            for (int64_t k0 = 0; k0 < kv_end; k0 += GB * VW) {
-                int64_t count = (kv_end - k0) / VW < GB ? (kv_end - k0) / VW : GB;
-                for (int64_t c = 0; c < count; c++)
-                    ratio[c] = V_MUL(V_ABS(V_SUB(V_LOAD(ar + k0 + c * VW), V_LOAD(br + k0 + c * VW))), vinv);
-                NAME(power_block)(ratio, powered, count, p - 1.0, ip1);
-                for (int64_t c = 0; c < count; c++) {
-                    vec sgn = V_SIGN(V_SUB(V_LOAD(ar + k0 + c * VW), V_LOAD(br + k0 + c * VW)));
-                    V_STORE(gr + k0 + c * VW, V_ADD(V_LOAD(gr + k0 + c * VW), V_MUL(vcoef, V_MUL(powered[c], sgn))));
-                }
-            }
-            for (int64_t kk = kv_end; kk < k; kk++) {
-                float d = ar[kk] - br[kk];
-                float t = powf(fabsf(d) * inv, (float)(p - 1.0));
-                gr[kk] += gy * (t * (float)((d > 0) - (d < 0)));
-            }
-        }
-    }
-}
-
-/* Finite p backward for both operands over one tile of rows [i0, i1) of x and [j0, j1) of w:
- * c = g[i, j] (|x_i - w_j| / y[i, j])^(p-1) sign(x_i - w_j) is computed once and added to gx[i] and
- * subtracted from gw[j]. Callers give concurrent tiles disjoint row ranges of both, so no races. */
+/* Finite p backward over one tile of rows [i0, i1) of x and [j0, j1) of w: the coefficient
+ * c = g[i, j] (|x_i - w_j| / y[i, j])^(p-1) sign(x_i - w_j) is computed once, added to gx[i] and
+ * subtracted from gw[j] (either may be NULL). Concurrent tiles write disjoint rows: no races. */
 TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k, int64_t m, const float *g,
                                       const float *y, double p, int64_t ip1, int64_t i0, int64_t i1, int64_t j0,
                                       int64_t j1, float *gx, float *gw) {
@@ -281,12 +245,12 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
     vec ratio[GB], powered[GB];
     for (int64_t i = i0; i < i1; i++) {
         const float *xr = x + i * k;
-        float *gxr = gx + i * k;
+        float *gxr = gx ? gx + i * k : NULL;
         for (int64_t j = j0; j < j1; j++) {
             float gy = g[i * m + j], yy = y[i * m + j];
             if (gy == 0.0f || !(yy > 0.0f)) continue;
             const float *wr = w + j * k;
-            float *gwr = gw + j * k;
+            float *gwr = gw ? gw + j * k : NULL;
             float inv = 1.0f / yy;
             vec vinv = V_SET1(inv), vcoef = V_SET1(gy);
             for (int64_t k0 = 0; k0 < kv_end; k0 += GB * VW) {
@@ -298,15 +262,15 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
                     int64_t o = k0 + c * VW;
                     vec sgn = V_SIGN(V_SUB(V_LOAD(xr + o), V_LOAD(wr + o)));
                     vec contrib = V_MUL(vcoef, V_MUL(powered[c], sgn));
-                    V_STORE(gxr + o, V_ADD(V_LOAD(gxr + o), contrib));
-                    V_STORE(gwr + o, V_SUB(V_LOAD(gwr + o), contrib));
+                    if (gxr) V_STORE(gxr + o, V_ADD(V_LOAD(gxr + o), contrib));
+                    if (gwr) V_STORE(gwr + o, V_SUB(V_LOAD(gwr + o), contrib));
                 }
             }
             for (int64_t kk = kv_end; kk < k; kk++) {
                 float d = xr[kk] - wr[kk];
                 float contrib = gy * (powf(fabsf(d) * inv, (float)(p - 1.0)) * (float)((d > 0) - (d < 0)));
-                gxr[kk] += contrib;
-                gwr[kk] -= contrib;
+                if (gxr) gxr[kk] += contrib;
+                if (gwr) gwr[kk] -= contrib;
             }
         }
     }

@@ -222,8 +222,6 @@ typedef struct {
 #define interval_rows_avx512 interval_rows_scalar
 #define lp_rows_avx2 lp_rows_scalar
 #define lp_rows_avx512 lp_rows_scalar
-#define lp_grad_rows_avx2 lp_grad_rows_scalar
-#define lp_grad_rows_avx512 lp_grad_rows_scalar
 #define lp_grad_tile_avx2 lp_grad_tile_scalar
 #define lp_grad_tile_avx512 lp_grad_tile_scalar
 #endif
@@ -288,18 +286,9 @@ int ld_lp_forward(const float *x, int64_t n, int64_t k, const float *wt, int64_t
     return 0;
 }
 
-static void lp_grad_x_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
-    DISPATCH(c->isa, lp_grad_rows, c->x, c->w, c->m, c->k, c->g, c->y, c->m, 1, c->p, c->ip, b, e, c->grad);
-}
-
-static void lp_grad_w_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
-    DISPATCH(c->isa, lp_grad_rows, c->w, c->x, c->n, c->k, c->g, c->y, 1, c->m, c->p, c->ip, b, e, c->grad);
-}
-
 typedef struct { call *c; int parts, round; } tiles;
 
+/* Tile (part, part + round mod parts) of the parts x parts grid over (rows of x, rows of w). */
 static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
     tiles *t = (tiles *)a;
     call *c = t->c;
@@ -312,6 +301,17 @@ static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
     }
 }
 
+/* One operand's gradient: rows of x (gx) or of w (gw) split between threads, all of the other operand. */
+static void lp_grad_x_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, b, e, 0, c->m, c->grad, NULL);
+}
+
+static void lp_grad_w_range(void *a, int64_t b, int64_t e) {
+    call *c = (call *)a;
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, 0, c->n, b, e, NULL, c->out);
+}
+
 /* Finite p backward: gx [n, k] and gw [m, k] (zeroed by the caller) from grad g [n, m] and the forward's y;
  * x [n, k] and w [m, k] row-major. With both wanted, the rows of x and of w are cut into T parts each and
  * T rounds run tiles (t, (t + round) mod T) side by side: every coefficient is computed once and no two
@@ -322,21 +322,19 @@ int ld_lp_backward(const float *x, const float *w, const float *y, const float *
     if (status) return status;
     if (!(p >= 1) || isinf(p)) return -4;
     call c = {.x = x, .w = w, .g = g, .y = y, .n = n, .k = k, .m = m, .p = p, .ip = integer_exponent(p - 1.0),
-              .isa = isa};
+              .grad = gx, .out = gw, .isa = isa};
     if (gx && gw) {
         int parts = threads < 1 ? 1 : threads > 64 ? 64 : threads;
         if (parts > n) parts = (int)(n > 0 ? n : 1);
         if (parts > m) parts = (int)(m > 0 ? m : 1);
-        c.grad = gx;
-        c.out = gw;
         for (int round = 0; round < parts; round++) {
             tiles t = {&c, parts, round};
             parallel(lp_grad_tile_range, &t, parts, parts, 1);
         }
         return 0;
     }
-    if (gx) { c.grad = gx; parallel(lp_grad_x_range, &c, n, threads, 1); }
-    if (gw) { c.grad = gw; parallel(lp_grad_w_range, &c, m, threads, 1); }
+    if (gx) parallel(lp_grad_x_range, &c, n, threads, 1);
+    if (gw) parallel(lp_grad_w_range, &c, m, threads, 1);
     return 0;
 }
 
