@@ -33,7 +33,7 @@ def test_verify_checkpoint_prints_table_and_json(checkpoint, tmp_path, capsys):
         assert 0 <= data[key] <= 100
     assert data["certified_accuracy"] <= data["clean_accuracy"]
     rows = {r["name"]: r for r in data["runtimes"]}
-    assert set(rows) == {"reference", "torch-cpu", "torch-triton", "ort-cpu", "ort-cuda"}
+    assert set(rows) == {"reference", "torch-cpu", "torch-native", "torch-triton", "ort-cpu", "ort-cuda"}
     assert rows["torch-cpu"]["clean_accuracy"] == data["clean_accuracy"]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from linfdist.verify.graph import Graph
 
 REFERENCE = "reference"
-NAMES = (REFERENCE, "torch-cpu", "torch-triton", "ort-cpu", "ort-cuda")
+NAMES = (REFERENCE, "torch-cpu", "torch-native", "torch-triton", "ort-cpu", "ort-cuda")
 #: Elements of an LpDist body's [n, M, K] intermediate per ONNX Runtime call (4 MiB of float32).
 ORT_MAX_ELEMENTS = 1 << 20
 
