@@ -70,7 +70,8 @@ def run(args, onnx_path: Path, torch_runtimes: dict[str, Runtime], source: str |
     full = args.limit is None or args.limit >= len(images)
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
-    available = {r.name: r for r in ort_runtimes(graph)} | torch_runtimes
+    wants_ort = any(name.startswith("ort-") for name in names)
+    available = {r.name: r for r in (ort_runtimes(graph) if wants_ort else [])} | torch_runtimes
     available[REFERENCE] = Runtime(REFERENCE, "verifier float64 numpy", logits=None)
     runtimes = [available.get(name) or unavailable(name, "needs torch: use `linfdist verify`") for name in names]
     if REFERENCE not in names:
