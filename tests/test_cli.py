@@ -40,7 +40,7 @@ def test_verify_checkpoint_prints_table_and_json(checkpoint, tmp_path, capsys):
 def test_verify_default_model_is_the_bundled_one(capsys):
     assert main(["verify", "--limit", "100", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "zoo/default" in out.replace("\\", "/") and "n = 100," in out
+    assert "zoo/mnist-5x256-eps0.1" in out.replace("\\", "/") and "n = 100," in out
 
 
 def test_entry_point_runs_as_a_module(checkpoint):

@@ -9,10 +9,16 @@ DEFAULT_MODEL = "default"
 
 
 def bundled_model_dir(name: str = DEFAULT_MODEL) -> Path:
-    """Folder of a model shipped inside the package (Hub layout)."""
-    path = Path(str(resources.files("linfdist.zoo") / name))
+    """Folder of a model shipped inside the package (Hub layout), by registry name or alias
+    ("default" is whichever model the registry gives that alias)."""
+    from linfdist.zoo.registry import get_entry
+
+    entry = get_entry(name)
+    if not entry.bundled:
+        raise FileNotFoundError(f"{entry.name} is not bundled with linfdist (see `linfdist zoo download`)")
+    path = Path(str(resources.files("linfdist.zoo") / entry.bundled))
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no bundled model {name!r} at {path}")
+        raise FileNotFoundError(f"no bundled model {entry.name!r} at {path}")
     return path
 
 

@@ -25,7 +25,7 @@ def recertify(name: str, data_dir=None, progress: bool = True, registry: Path | 
     entry = get_entry(name)
     if not entry.bundled:
         raise ValueError(f"{entry.name} is not bundled: its files change only through `linfdist zoo publish`")
-    folder = check_files(Path(folder) if folder else bundled_model_dir(entry.bundled), entry)
+    folder = check_files(Path(folder) if folder else bundled_model_dir(entry.name), entry)
     config = load_pretrained(folder).config
     images, labels = load_dataset(entry.dataset, "test", data_dir)
     results = verified_results(folder, images, labels, entry.eps, progress)

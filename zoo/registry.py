@@ -99,7 +99,9 @@ def model_folder(name: str) -> Path:
     """A checked local folder holding the model: the bundled copy, else the Hub (HF cache first)."""
     entry = get_entry(name)
     if entry.bundled:
-        return check_files(Path(str(resources.files("linfdist.zoo") / entry.bundled)), entry)
+        from linfdist.zoo import bundled_model_dir
+
+        return check_files(bundled_model_dir(entry.name), entry)
     if entry.revision is None:
         raise FileNotFoundError(f"{entry.name} is not published yet (no revision in the registry) and not bundled")
     from huggingface_hub import hf_hub_download
