@@ -117,3 +117,11 @@ def test_from_pretrained_reads_a_sharded_repo_offline_from_the_hf_cache(tmp_path
     for revision in (commit, None):  # pinned, and the cached main
         loaded = models.LinfDistNet.from_pretrained("someone/sharded", revision=revision)
         assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_bundled_folders_resolve_by_name_or_alias():
+    default = zoo.bundled_model_dir()
+    assert default == zoo.bundled_model_dir(registry.get_entry("default").name)
+    assert default.name == registry.get_entry("default").bundled
+    with pytest.raises(ValueError, match="unknown model"):
+        zoo.bundled_model_dir("no-such-model")
