@@ -188,12 +188,3 @@ WIDTHS = [26, 5, 6, 13, 12, 11, 9, 9]
 
 def format_line(cells: list[str]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    from linfdist.kernels import native
-
-    kernels = f"native {native.isa_name()}" if native.available() else "no native kernels"
-    return f"CPU, {torch.get_num_threads()} torch threads, {kernels}"

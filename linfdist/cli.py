@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(t)
 
+    c = sub.add_parser("curves", help="redraw a run's curves.png, optionally beside a published run's test log")
+    c.add_argument("run", help="run folder (metrics.jsonl, recipe.json); its model/ copy is redrawn too")
+    c.add_argument("--reference", metavar="LOG", help="the v2 authors' logs/<task>/test_inf.log to draw beside ours")
+    c.add_argument("--reference-label", default="v2 authors", help="legend name of the reference run")
+    c.add_argument("--reference-epochs", type=int, default=450, help="epochs of the reference run (default 450)")
+
     e = sub.add_parser("export", help="write a checkpoint as ONNX (ai.linfdist::LpDist with its function body)")
     e.add_argument("model", nargs="?", default="default",
                    help="checkpoint folder, or 'default' for the bundled model (default)")
@@ -173,6 +179,27 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_curves(args) -> int:
+    """Redraw RUN/curves.png (and RUN/model/curves.png), with the reference log's curves if given."""
+    import json
+
+    from linfdist.curves import plot_curves, read_v2_test_log
+    from linfdist.train import CURVES, METRICS, MODEL_DIR, RECIPE_FILE
+
+    run = Path(args.run)
+    for name in (METRICS, RECIPE_FILE):
+        if not (run / name).is_file():
+            raise CliError(f"{run / name} not found: not a linfdist train run folder")
+    epochs = json.loads((run / RECIPE_FILE).read_text())["epochs"]
+    reference = (read_v2_test_log(Path(args.reference), args.reference_label, args.reference_epochs)
+                 if args.reference else None)
+    targets = [run / CURVES] + ([run / MODEL_DIR / CURVES] if (run / MODEL_DIR).is_dir() else [])
+    for target in targets:
+        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs)
+        print(f"wrote {target}")
+    return 0
+
+
 def _csv(value: str, allowed, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
@@ -185,6 +212,7 @@ def cmd_bench(args) -> int:
     import torch
 
     from linfdist import bench
+    from linfdist.device import device_name
 
     _set_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -208,13 +236,13 @@ def cmd_bench(args) -> int:
     if missing:
         raise CliError(f"backend {', '.join(missing)} cannot run on {device} here (Triton needs CUDA or TRITON_INTERPRET=1)")
 
-    print(f"# linfdist bench on {bench.device_name(device)}, torch {torch.__version__}, "
+    print(f"# linfdist bench on {device_name(device)}, torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d')}; median of {args.repeat}")
     print(bench.format_line(bench.HEADER), flush=True)
     report = lambda row: print(bench.format_line(bench.format_row(row)), flush=True)  # noqa: E731
     rows = bench.run(shapes, ps, passes, backends, device, args.repeat, args.width, args.batch, report=report)
     if args.json:
-        doc = {"schema": "linfdist.bench/1", "device": bench.device_name(device), "torch": torch.__version__,
+        doc = {"schema": "linfdist.bench/1", "device": device_name(device), "torch": torch.__version__,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [r.as_dict() for r in rows]}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
@@ -250,7 +278,8 @@ def cmd_zoo(args) -> int:
     if args.zoo_command == "list":
         rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
         for e in load_registry():
-            where = f"bundled ({', '.join(e.aliases)})" if e.bundled else f"{e.repo_id}@{e.revision or 'unpublished'}"
+            aliases = f" ({', '.join(e.aliases)})" if e.aliases else ""
+            where = f"bundled{aliases}" if e.bundled else f"{e.repo_id}@{e.revision or 'unpublished'}"
             rows.append([e.name, e.dataset, f"{e.eps:g}", e.architecture, f"{e.clean_accuracy:.2f}%",
                          f"{e.certified_accuracy:.2f}%", where])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -304,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     from linfdist.data import DatasetError
 
     try:
-        commands = {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench, "export": cmd_export, "zoo": cmd_zoo}
+        commands = {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench, "export": cmd_export, "zoo": cmd_zoo,
+                    "curves": cmd_curves}
         return commands[command](args)
     except (CliError, DatasetError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"linfdist {command}: error: {err}", file=sys.stderr)

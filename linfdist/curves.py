@@ -1,9 +1,11 @@
-"""Training curves from metrics.jsonl drawn as a PNG (matplotlib, headless)."""
+"""Training curves from metrics.jsonl drawn as a PNG (matplotlib, headless), optionally beside
+a published run's test log, and the summary of a run that model cards state."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -12,8 +14,50 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_curves(metrics_path: Path, png_path: Path) -> None:
-    """Loss, clean / certified / PGD test accuracy and p per epoch, written atomically to ``png_path``."""
+@dataclass
+class ReferenceRun:
+    """A published run's test accuracies per epoch (percent), to draw beside ours."""
+
+    label: str
+    epochs: int
+    points: list[tuple[int, float, float]]  # (epoch, clean %, certified %)
+
+
+def read_v2_test_log(path: Path, label: str, epochs: int) -> ReferenceRun:
+    """The v2 authors' ``logs/<task>/test_inf.log`` (tab-separated epoch, acc, certified as
+    fractions, evaluated at p = ∞): one ReferenceRun, or a ValueError naming the bad line."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or lines[0].split() != ["epoch", "acc", "certified"]:
+        raise ValueError(f"{path}: expected a header 'epoch acc certified' (the v2 code's test_inf.log)")
+    points = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            epoch, acc, cert = line.split()
+            points.append((int(epoch), 100 * float(acc), 100 * float(cert)))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not 'epoch acc certified': {line!r}") from exc
+    if not points:
+        raise ValueError(f"{path}: no epochs")
+    return ReferenceRun(label, epochs, points)
+
+
+def run_summary(records: list[dict]) -> dict:
+    """What a model card says about the run: epochs, wall time, devices, when it ended."""
+    devices = list(dict.fromkeys(r["device"] for r in records if r.get("device")))
+    return {"epochs": records[-1]["epoch"] if records else 0,
+            "wall_seconds": sum(r.get("seconds", 0.0) for r in records),
+            "devices": devices, "finished": records[-1].get("finished") if records else None}
+
+
+def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | None = None,
+                total_epochs: int | None = None) -> None:
+    """Loss, clean / certified / PGD test accuracy and p per epoch, written atomically to ``png_path``.
+
+    With ``reference``, a third panel draws its certified and clean test accuracy beside ours
+    against the fraction of training done (runs of different lengths share one axis).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +65,9 @@ def plot_curves(metrics_path: Path, png_path: Path) -> None:
 
     records = read_metrics(metrics_path)
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    panels = 3 if reference else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
+    ax_loss, ax_acc = axes[0], axes[1]
     ax_loss.plot(epochs, [r["train_loss"] for r in records], label="train loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
@@ -37,8 +83,23 @@ def plot_curves(metrics_path: Path, png_path: Path) -> None:
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend(loc="lower right")
     ax_loss.legend(loc="upper right")
+    if reference:
+        _draw_reference(axes[2], records, reference, total_epochs or max(epochs, default=1))
     fig.tight_layout()
     tmp = Path(png_path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     os.replace(tmp, png_path)
+
+
+def _draw_reference(ax, records: list[dict], reference: ReferenceRun, total_epochs: int) -> None:
+    ours = [r["epoch"] / total_epochs for r in records]
+    theirs = [e / reference.epochs for e, _, _ in reference.points]
+    ax.plot(ours, [r["test_certified_accuracy"] for r in records], color="C3", label="ours: certified")
+    ax.plot(ours, [r["test_clean_accuracy"] for r in records], color="C3", ls="--", label="ours: clean")
+    ax.plot(theirs, [c for _, _, c in reference.points], color="C0", label=f"{reference.label}: certified")
+    ax.plot(theirs, [a for _, a, _ in reference.points], color="C0", ls="--", label=f"{reference.label}: clean")
+    ax.set_xlabel(f"fraction of training (ours {total_epochs} epochs, theirs {reference.epochs})")
+    ax.set_ylabel("test accuracy at p = ∞ (%)")
+    ax.set_ylim(bottom=max(0.0, min(c for _, _, c in reference.points[len(reference.points) // 2:]) - 20))
+    ax.legend(loc="lower right", fontsize=8)

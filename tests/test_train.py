@@ -8,6 +8,7 @@ import signal
 import pytest
 import torch
 
+from linfdist.device import device_name
 from linfdist.nn import LpDistLinear
 from linfdist.train import (
     RECIPES,
@@ -93,6 +94,10 @@ def test_paper_recipes_carry_the_papers_settings():
     assert (c.depth, c.epochs, c.p_warm_epochs, c.crop_pad, c.flip) == (6, 1300, 100, 3, True)
     assert c.eps_train == pytest.approx(3 * 8 / 255) and (c.ce_lambda_start, c.ce_lambda_end) == (0.1, 0.0005)
     assert get_recipe("fmnist-0.1").dataset == "fashion-mnist" and get_recipe("cifar10-2").eps_test == 2 / 255
+    # v2's main.py: full ε_train from the first step, no weight decay; command/mnist_0.1.sh trains at 0.3
+    for name in ("mnist-0.1", "mnist-0.3", "cifar10-8"):
+        assert (get_recipe(name).eps_ramp_epochs, get_recipe(name).weight_decay) == (0.0, 0.0)
+    assert get_recipe("mnist-0.1").eps_train == 0.3
 
 
 def test_v2_loss_clips_the_hinge_and_decays_ce():
@@ -173,7 +178,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(shared_data, tm
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines = lambda d: [json.loads(x) for x in (d.parent / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    drop = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "finished")}  # noqa: E731
     assert [drop(r) for r in lines(straight)] == [drop(r) for r in lines(resumed)]
 
 
@@ -221,6 +226,39 @@ def test_epoch_records_pgd_and_curves(shared_data, tmp_path):
         assert r["test_pgd_violations"] == 0
         assert r["test_pgd_accuracy"] >= r["test_certified_accuracy"]
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(r["device"] == device_name("cpu") and r["finished"].endswith("Z") for r in records)
+    model = out / "model"
+    assert (model / "curves.png").read_bytes() == (out / "curves.png").read_bytes()
+    run = (model / "README.md").read_text().split("## Training run", 1)[1].split("## Reproduce")[0]
+    wall = sum(r["seconds"] for r in records)
+    assert "| epochs | 2 |" in run and f"| {device_name('cpu')} |" in run and records[-1]["finished"] in run
+    assert f"| wall time | {round(wall) // 3600} h {round(wall) % 3600 // 60:02d} min" in run
+
+
+def _png_width(path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def test_curves_beside_a_published_log(shared_data, tmp_path, capsys):
+    """`linfdist curves RUN --reference LOG` adds a panel (wider PNG) to the run's and its model's curves."""
+    from linfdist.cli import main
+
+    out = tmp_path / "run"
+    train(_smoke(), out, data_dir=shared_data, progress=False)
+    plain = _png_width(out / "curves.png")
+    log = tmp_path / "test_inf.log"
+    log.write_text("epoch\tacc\tcertified\n4\t0.27\t0.09\n9\t0.98\t0.93\n")
+    assert main(["curves", str(out), "--reference", str(log)]) == 0
+    assert "model/curves.png" in capsys.readouterr().out.replace("\\", "/")
+    assert _png_width(out / "curves.png") > plain and _png_width(out / "model" / "curves.png") > plain
+    log.write_text("epoch\tacc\tcertified\n4\t0.27\n")
+    assert main(["curves", str(out), "--reference", str(log)]) == 2
+    assert "test_inf.log:2: not 'epoch acc certified'" in capsys.readouterr().err
+    log.write_text("epoch\tloss\n")
+    assert main(["curves", str(out), "--reference", str(log)]) == 2
+    assert "expected a header" in capsys.readouterr().err
+    assert main(["curves", str(tmp_path)]) == 2
+    assert "not a linfdist train run folder" in capsys.readouterr().err
 
 
 def test_checkpoints_from_another_architecture_or_garbage_are_refused(shared_data, tmp_path):

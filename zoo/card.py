@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 
 DATASET_IDS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
+TRAINING_SECTIONS = ("Training run", "Reproduce", "Training recipe")
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
@@ -35,7 +36,33 @@ def card_data(config, results: dict) -> ModelCardData:
     )
 
 
-def card_text(config, results: dict, recipe: dict | None = None, command: str | None = None) -> str:
+def run_section(run: dict) -> str:
+    """Where, how long and when the model trained (curves.run_summary), with its curves."""
+    hours, rest = divmod(round(run["wall_seconds"]), 3600)
+    devices = "; ".join(run["devices"]) or "not recorded"
+    finished = run["finished"] or "not recorded"
+    return f"""
+## Training run
+
+| | |
+|---|---|
+| epochs | {run['epochs']} |
+| wall time | {hours} h {rest // 60:02d} min (sum of the epochs' times) |
+| device | {devices} |
+| finished (UTC) | {finished} |
+
+![training curves](curves.png)
+
+`curves.png`: training loss and p, train and test accuracy per epoch (test figures on the first
+images of the test split at p = ∞, as training evaluates them; the table above is the verifier's).
+A third panel, where drawn (`linfdist curves RUN --reference LOG`), puts a published run's test log
+beside ours against the fraction of training done: the v2 authors' `logs/<task>/test_inf.log`
+(github.com/zbh2047/L_inf-dist-net-v2; 5 layers × 5120, 450 epochs, full 10,000-image test set).
+"""
+
+
+def card_text(config, results: dict, recipe: dict | None = None, command: str | None = None,
+              run: dict | None = None) -> str:
     """The model card for a model with ``config`` and the verifier's ``results`` (see verified_results)."""
     eps = results["eps"]
     dataset = DATASET_NAMES[config.dataset]
@@ -66,6 +93,8 @@ the whole test split: margin certificate (each logit difference against its ℓ�
 per logit) and interval bounds over the input box clipped to [0, 1]; both subtract explicit bounds on a float32
 runtime's rounding error, and a sample counts when either proves it. Re-check with `linfdist verify <this folder>`.
 """
+    if run:
+        body += run_section(run)
     if command:
         body += f"\n## Reproduce\n\n```\n{command}\n```\n"
     if recipe:
@@ -73,16 +102,17 @@ runtime's rounding error, and a sample counts when either proves it. Re-check wi
     return f"---\n{card_data(config, results).to_yaml()}\n---\n{body}"
 
 
-def write_model_card(folder: Path, config, results: dict, recipe: dict | None = None, command: str | None = None):
+def write_model_card(folder: Path, config, results: dict, recipe: dict | None = None, command: str | None = None,
+                     run: dict | None = None):
     """Write README.md into a Hub-layout folder."""
-    (Path(folder) / "README.md").write_text(card_text(config, results, recipe, command))
+    (Path(folder) / "README.md").write_text(card_text(config, results, recipe, command, run))
 
 
 def rewrite_results(folder: Path, config, results: dict) -> None:
-    """Regenerate a card's figures, keeping its Reproduce and Training recipe sections."""
+    """Regenerate a card's figures, keeping its Training run, Reproduce and Training recipe sections."""
     path = Path(folder) / "README.md"
     old = path.read_text() if path.is_file() else ""
-    starts = [i for i in (old.find("\n## Reproduce"), old.find("\n## Training recipe")) if i >= 0]
+    starts = [i for i in (old.find(f"\n## {title}") for title in TRAINING_SECTIONS) if i >= 0]
     tail = old[min(starts):] if starts else ""
     path.write_text(card_text(config, results) + tail)
 
