@@ -40,7 +40,7 @@ def test_verify_checkpoint_prints_table_and_json(checkpoint, tmp_path, capsys):
 def test_verify_default_model_is_the_bundled_one(capsys):
     assert main(["verify", "--limit", "100", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "zoo/mnist-5x256-eps0.1" in out.replace("\\", "/") and "n = 100," in out
+    assert "zoo/mnist-5x512-eps0.1" in out.replace("\\", "/") and "n = 100," in out
 
 
 def test_entry_point_runs_as_a_module(checkpoint):
@@ -79,11 +79,15 @@ def test_bad_input_gives_one_line_error(argv, message, capsys):
 def test_zoo_list_info_download(capsys):
     assert main(["zoo", "list"]) == 0
     out = capsys.readouterr().out
-    assert "mnist-5x256-eps0.1" in out and "95.77%" in out and "bundled (default)" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "96.09%" in rows["mnist-5x512-eps0.1"] and rows["mnist-5x512-eps0.1"].endswith("bundled (default)")
+    assert "95.77%" in rows["mnist-5x256-eps0.1"] and rows["mnist-5x256-eps0.1"].endswith("bundled")
     assert main(["zoo", "info", "default"]) == 0
     assert "library_name: linfdist" in capsys.readouterr().out
     assert main(["zoo", "download", "mnist-5x256-eps0.1"]) == 0
     assert "3 files checked" in capsys.readouterr().out
+    assert main(["zoo", "download", "default"]) == 0
+    assert "mnist-5x512-eps0.1: 4 files checked" in capsys.readouterr().out
     assert main(["zoo", "info", "mnist-5x265"]) == 2
     assert "did you mean mnist-5x256-eps0.1" in capsys.readouterr().err
 

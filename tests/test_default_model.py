@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard
 from linfdist.data import load_dataset
 from linfdist.models import LinfDistNet, load_pretrained
 from linfdist.zoo import bundled_model_dir
+from linfdist.zoo.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,19 +29,25 @@ def test_default_model_loads_at_p_inf():
     assert (bundled_model_dir() / "model.safetensors").stat().st_size < 15 * 2**20
 
 
-def test_card_and_registry_are_what_the_verifier_derives(tmp_path):
-    """`linfdist zoo recertify default` on copies reproduces the card and registry entry byte for byte
-    (re-certifies the whole bundled MNIST test set with the independent verifier)."""
+BUNDLED = [entry.name for entry in load_registry() if entry.bundled]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_card_and_registry_are_what_the_verifier_derives(name, tmp_path, request):
+    """`linfdist zoo recertify NAME` on copies reproduces the card and registry entry byte for byte
+    (re-certifies the model's whole test set with the independent verifier)."""
     import shutil
 
     from linfdist.zoo.recertify import recertify
     from linfdist.zoo.registry import get_entry, registry_path
 
-    folder = shutil.copytree(bundled_model_dir(), tmp_path / "default")
+    # MNIST's test split ships with the package; other datasets come from the shared data (else skip)
+    data_dir = None if get_entry(name).dataset == "mnist" else request.getfixturevalue("shared_data")
+    folder = shutil.copytree(bundled_model_dir(name), tmp_path / name)
     registry = shutil.copy(registry_path(), tmp_path / "registry.json")
-    entry = recertify("default", progress=False, registry=Path(registry), folder=folder)
-    assert entry == get_entry("default")
-    assert (folder / "README.md").read_bytes() == (bundled_model_dir() / "README.md").read_bytes()
+    entry = recertify(name, data_dir=data_dir, progress=False, registry=Path(registry), folder=folder)
+    assert entry == get_entry(name)
+    assert (folder / "README.md").read_bytes() == (bundled_model_dir(name) / "README.md").read_bytes()
     assert entry.certifier.startswith("linfdist.verify ")
 
 
@@ -72,3 +79,15 @@ def test_pgd_never_breaks_a_certificate_of_the_default_model():
         robust = model((x + delta).clamp(0, 1)).argmax(1) == y
     assert cert.certified.sum() > 250
     assert robust[cert.certified].all(), "an attack broke a certificate"
+
+
+@pytest.mark.parametrize("name", [entry.name for entry in load_registry()])
+def test_readme_zoo_table_quotes_the_registry(name):
+    """Each registered model has a README zoo row with the registry's (verifier-derived) figures."""
+    from linfdist.zoo.registry import get_entry
+
+    entry = get_entry(name)
+    rows = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith(f"| `{name}`")]
+    assert len(rows) == 1, f"README has {len(rows)} zoo rows for {name}"
+    cells = [c.strip() for c in rows[0].split("|")]
+    assert f"{entry.clean_accuracy:.2f}%" in cells and f"{entry.certified_accuracy:.2f}%" in cells
