@@ -16,7 +16,7 @@ def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, steps: int = 1
     """Adversarial inputs: random start, ``steps`` sign-gradient steps of ε/4 minimising the margin."""
     if eps <= 0 or steps <= 0:
         return x
-    delta = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * eps
+    delta = (torch.rand(x.shape, generator=generator).to(x.device) * 2 - 1) * eps  # CPU generator, any device
     for _ in range(steps):
         delta.requires_grad_(True)
         with torch.enable_grad():

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=int, help="override the recipe's layer width (the papers' is 5120)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any recipe field")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where to train (default: cuda when torch sees one, else cpu)")
     _add_common(t)
 
     c = sub.add_parser("curves", help="redraw a run's curves.png, optionally beside a published run's test log")
@@ -169,7 +171,8 @@ def cmd_train(args) -> int:
     recipe = recipe.override(overrides)
     out = Path(args.out or f"runs/{recipe.name}")
     try:
-        target = train(recipe, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)
+        target = train(recipe, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
+                       device=_train_device(args.device))
     except KeyboardInterrupt:
         print(f"linfdist train: interrupted; progress is saved in {out / 'checkpoint.pt'}, "
               f"continue with: linfdist train --recipe {args.recipe} --out {out} --resume (and the same options)",
@@ -198,6 +201,12 @@ def cmd_curves(args) -> int:
         plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs)
         print(f"wrote {target}")
     return 0
+
+
+def _train_device(choice: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice
 
 
 def _csv(value: str, allowed, what: str) -> list[str]:

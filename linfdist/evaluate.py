@@ -63,9 +63,10 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, eps: float, batch_si
     has_margin = True
     radii = []
     bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
+    device = next(model.parameters()).device
     for i in range(0, len(images), batch_size):
-        x = pixels(images[i: i + batch_size])
-        y = torch.from_numpy(labels[i: i + batch_size]).long()
+        x = pixels(images[i: i + batch_size]).to(device)
+        y = torch.from_numpy(labels[i: i + batch_size]).long().to(device)
         cert = certify(model, x, y, eps)
         totals["correct"] += int(cert.correct.sum())
         totals["ibp"] += int(cert.ibp_certified.sum())
@@ -74,7 +75,7 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, eps: float, batch_si
             has_margin = False
         else:
             totals["margin"] += int(cert.margin_certified.sum())
-        radii.append(cert.radius.numpy())
+        radii.append(cert.radius.cpu().numpy())
         if pgd_steps:
             adv = pgd(model, x, y, eps, pgd_steps, generator)
             with torch.no_grad():

@@ -304,7 +304,7 @@ def _make_optimizer(model, recipe: Recipe):
     dist_weights = [m.weight for m in model.modules() if isinstance(m, LpDistLinear)]
     chosen = {id(w) for w in dist_weights}
     others = [q for q in model.parameters() if id(q) not in chosen]
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(recipe.logit_scale)))
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(recipe.logit_scale), device=dist_weights[0].device))
     optimizer = torch.optim.Adam(
         [{"params": dist_weights, "weight_decay": recipe.weight_decay},
          {"params": others, "weight_decay": 0.0},
@@ -327,10 +327,10 @@ class Progress:
 class Run:
     """The trainable state of a run and its checkpoint file."""
 
-    def __init__(self, recipe: Recipe, path: Path):
-        self.recipe, self.path = recipe, path
+    def __init__(self, recipe: Recipe, path: Path, device: str = "cpu"):
+        self.recipe, self.path, self.device = recipe, path, torch.device(device)
         torch.manual_seed(recipe.seed)
-        self.model = build_model(recipe)
+        self.model = build_model(recipe).to(self.device)  # initialised on the CPU: the same net on any device
         self.optimizer, self.log_scale = _make_optimizer(self.model, recipe)
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.progress = Progress()
@@ -346,7 +346,7 @@ class Run:
     def restore(self) -> None:
         """Load the checkpoint, refusing one from another recipe or architecture with one line."""
         try:
-            state = torch.load(self.path, weights_only=True)
+            state = torch.load(self.path, weights_only=True, map_location="cpu")
         except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
             raise ValueError(f"{self.path} is not a readable linfdist checkpoint ({type(err).__name__})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -406,6 +406,7 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool) -> b
         x, y = random_crop(x_all[idx], recipe.crop_pad, run.generator), y_all[idx]
         if recipe.flip:
             x = random_flip(x, run.generator)
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         logits = model(x)
         loss = training_loss(logits, y, eps, model.trunk.input_lipschitz(), recipe, run.log_scale, t)
         if not torch.isfinite(loss):
@@ -433,12 +434,18 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool) -> b
 
 
 def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progress: bool = True,
-          stop: StopRequest | None = None) -> Path:
-    """Run (or resume) a recipe into ``out``; returns the Hub-layout model folder.
+          stop: StopRequest | None = None, device: str = "cpu") -> Path:
+    """Run (or resume) a recipe into ``out`` on ``device`` (cpu, cuda); returns the Hub-layout model folder.
+
+    Data order and augmentation come from a CPU generator and the net is initialised on the
+    CPU, so a run is the same run on any device (up to the kernels' rounding); a checkpoint
+    written on one device resumes on another.
 
     A checkpoint is written every ``checkpoint_minutes`` and at every epoch's end; SIGINT
     (or ``stop``) saves one at the next step and raises KeyboardInterrupt.
     """
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested, but torch sees no CUDA device")
     out = Path(out)
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.exists():
@@ -453,7 +460,7 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
         raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(train_x)} training images")
     out.mkdir(parents=True, exist_ok=True)
 
-    run = Run(recipe, ckpt_path)
+    run = Run(recipe, ckpt_path, device)
     if resume:
         run.restore()
     (out / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2) + "\n")
@@ -480,7 +487,7 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
     record = {"epoch": pos.epoch + 1, "p": p if math.isfinite(p) else "inf", "eps_train": sums["eps"],
               "lr": lr_at(recipe, pos.epoch + 1), "train_loss": sums["loss"] / sums["n"],
               "train_accuracy": 100.0 * sums["correct"] / sums["n"], "seconds": seconds,
-              "device": device_name("cpu"), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "device": device_name(run.device.type), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               **{f"test_{k}": v for k, v in ev.as_dict().items() if k not in ("eps", "seconds")}}
     run.progress = Progress(pos.epoch + 1)
     run.save()
@@ -534,6 +541,7 @@ def finalize(model, recipe: Recipe, out: Path, test_x, test_y, progress: bool) -
     model.set_p(math.inf)
     model.set_backend("auto")
     model.eval()
+    model.cpu()  # the saved model and its certification are device-independent
     target = out / MODEL_DIR
     model.save_pretrained(target)
     shutil.copyfile(out / CURVES, target / CURVES)

@@ -269,3 +269,22 @@ def test_checkpoints_from_another_architecture_or_garbage_are_refused(shared_dat
     (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable linfdist checkpoint"):
         train(_smoke(epochs=1), out, data_dir=shared_data, progress=False, resume=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+def test_cuda_without_a_gpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no CUDA device"):
+        train(_smoke(), tmp_path / "run", device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_run_resumes_on_the_cpu_and_certifies(shared_data, tmp_path):
+    """Train on CUDA (Triton kernels under auto), stop mid-way, finish on the CPU: the
+    model folder is written and certified, and each record names its device."""
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(_smoke(), out, data_dir=shared_data, progress=False, stop=StopAfter(9), device="cuda")
+    target = train(_smoke(), out, data_dir=shared_data, progress=False, resume=True, device="cpu")
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["device"] == device_name("cuda") and records[1]["device"] == device_name("cpu")
+    assert "certified accuracy" in (target / "README.md").read_text()
