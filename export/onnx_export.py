@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import onnx
@@ -19,7 +18,7 @@ from torch import nn
 
 from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
 from linfdist import __version__
-from linfdist.files import sha256_file
+from linfdist.files import atomic_path, sha256_file
 from linfdist.models import LinfDistNet, LinfDistNetMLP, _LinfDistTrunk
 from linfdist.nn import LpDistLinear, MeanShift
 
@@ -143,24 +142,20 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, batch: int | None = None, m
     """
     path = Path(path)
     proto = build_onnx(model.eval(), opset, batch, metadata)
-    tmp = path.with_name(f".{path.name}.tmp")
     external = sum(t.ByteSize() for t in proto.graph.initializer) > EXTERNAL_DATA_BYTES
     data = path.with_name(path.name + ".data")
     try:
-        if external:
-            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data.name, size_threshold=0)
-        else:
-            onnx.save_model(proto, tmp)
-        onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if external:
+                onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=data.name, size_threshold=0)
+            else:
+                onnx.save_model(proto, tmp)
+            onnx.checker.check_model(str(tmp), full_check=True)
     except BaseException:
         if external and data.exists():
             data.unlink()
         raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

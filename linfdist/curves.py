@@ -4,9 +4,12 @@ a published run's test log, and the summary of a run that model cards state."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from linfdist.files import atomic_path
+
+CURVES_FILE = "curves.png"  # in a run folder and beside the model its card shows
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -86,10 +89,9 @@ def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | No
     if reference:
         _draw_reference(axes[2], records, reference, total_epochs or max(epochs, default=1))
     fig.tight_layout()
-    tmp = Path(png_path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 def _draw_reference(ax, records: list[dict], reference: ReferenceRun, total_epochs: int) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -26,17 +25,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from linfdist.certify import margin
-from linfdist.curves import plot_curves, read_metrics, run_summary
+from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, run_summary
 from linfdist.data import INPUT_SHAPES, load_dataset
 from linfdist.device import device_name
 from linfdist.evaluate import evaluate, pixels
+from linfdist.files import atomic_path
 from linfdist.models import LinfDistNet, LinfDistNetMLP
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RECIPE_FILE = "recipe.json"
 MODEL_DIR = "model"
-CURVES = "curves.png"
+CURVES = CURVES_FILE
 CHECKPOINT_FORMAT = "linfdist.train/2"
 
 DATASET_STATS = {
@@ -138,6 +138,8 @@ _V2 = dict(loss="v2", depth=5, width=5120, epochs=450, p_warm_epochs=25, p_inf_e
            hinge_theta=1.0)
 _CIFAR = dict(_V2, dataset="cifar10", depth=6, epochs=1300, p_warm_epochs=100, crop_pad=3, flip=True,
               ce_lambda_start=0.1, ce_lambda_end=0.0005)
+_CPU_V1 = dict(depth=5, width=512, eps_test=0.1, eps_train=0.15, epochs=40, p_warm_epochs=2, p_inf_epochs=6,
+               p_update_epochs=2, batch_size=256, lr=0.02, pgd_steps=0)
 RECIPES = {
     "mnist-0.1": Recipe(name="mnist-0.1", eps_test=0.1, eps_train=0.3, **_V2),  # v2's command/mnist_0.1.sh
     "mnist-0.3": Recipe(name="mnist-0.3", eps_test=0.3, eps_train=0.45, **_V2),
@@ -151,13 +153,14 @@ RECIPES = {
         pgd_steps=0, backend="torch-compile",
     ),
     # The CPU-sized zoo runs (issue 10): width 512, batch 256, native kernels; ~80 min on 2 cores.
-    "mnist-0.1-cpu": Recipe(
-        name="mnist-0.1-cpu", dataset="mnist", depth=5, width=512, eps_test=0.1, eps_train=0.15,
-        epochs=40, p_warm_epochs=2, p_inf_epochs=6, p_update_epochs=2, batch_size=256, lr=0.02, pgd_steps=0,
-    ),
-    "fmnist-0.1-cpu": Recipe(
-        name="fmnist-0.1-cpu", dataset="fashion-mnist", depth=5, width=512, eps_test=0.1, eps_train=0.15,
-        epochs=40, p_warm_epochs=2, p_inf_epochs=6, p_update_epochs=2, batch_size=256, lr=0.02, pgd_steps=0,
+    "mnist-0.1-cpu": Recipe(name="mnist-0.1-cpu", dataset="mnist", **_CPU_V1),
+    "fmnist-0.1-cpu": Recipe(name="fmnist-0.1-cpu", dataset="fashion-mnist", **_CPU_V1),
+    # v2 at ε = 0.3 sized for 2 CPU cores: the authors' schedule shape (full ε_train, p = 8 first,
+    # p = ∞ last) over 40 epochs; a 5 × 128 probe of this shape, 20 epochs (12 min), reached 86.34% clean,
+    # 78.99% certified (verifier, full test set).
+    "mnist-0.3-cpu": Recipe(
+        name="mnist-0.3-cpu", eps_test=0.3, eps_train=0.45,
+        **dict(_V2, width=512, epochs=40, p_warm_epochs=3, p_inf_epochs=5, batch_size=256, pgd_steps=0),
     ),
     # Under 15 minutes on 2 CPU cores.
     "mnist-tiny": Recipe(
@@ -284,17 +287,8 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
+    with atomic_path(path, durable=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def _make_optimizer(model, recipe: Recipe):

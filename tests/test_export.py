@@ -45,7 +45,9 @@ def test_metadata_says_what_a_verifier_needs(default_onnx):
     assert json.loads(meta["linfdist.source_sha256"]) == {"model.safetensors": hashlib.sha256(weights).hexdigest()}
     assert meta["linfdist.architecture"] == "LinfDistNet" and meta["linfdist.dataset"] == "mnist"
     assert float(meta["linfdist.eps"]) == 0.1 and meta["linfdist.p"] == "inf"
-    assert float(meta["linfdist.claimed.certified_accuracy"]) == 95.77
+    from linfdist.zoo.registry import get_entry
+
+    assert float(meta["linfdist.claimed.certified_accuracy"]) == get_entry("default").certified_accuracy
     assert "0.1307" in meta["linfdist.preprocessing"] and "linfdist.version" in meta
 
 

@@ -39,7 +39,7 @@ class RefusingApi:
 @pytest.fixture
 def setup(tmp_path):
     folder = tmp_path / "mnist-small"
-    shutil.copytree(registry.model_folder("default"), folder)
+    shutil.copytree(registry.model_folder("mnist-5x256-eps0.1"), folder)
     reg = tmp_path / "registry.json"
     shutil.copy(registry.registry_path(), reg)
     return folder, reg
@@ -66,10 +66,17 @@ def test_publish_makes_the_exact_calls_and_pins_the_commit(setup):
     entry = next(e for e in registry.load_registry(reg) if e.name == "mnist-small")
     assert (entry.revision, entry.repo_id, entry.bundled) == (COMMIT, "someone/mnist-small", None)
     assert entry.files == {n: sha256_file(folder / n) for n in entry.files}
-    assert (entry.certified_accuracy, entry.dataset, entry.eps) == (95.77, "mnist", 0.1)
+    assert (entry.certified_accuracy, entry.dataset, entry.eps) == (95.77, "mnist", 0.1)  # the card's claim
     # publishing again replaces the entry instead of duplicating it
     publish(folder, "someone/mnist-small", "mnist-small", api=FakeHfApi(), registry=reg)
     assert [e.name for e in registry.load_registry(reg)].count("mnist-small") == 1
+
+
+def test_the_curves_the_card_shows_are_uploaded(tmp_path):
+    folder = shutil.copytree(registry.model_folder("default"), tmp_path / "m")
+    plan = publish(folder, "someone/m", "m", dry_run=True, api=RefusingApi(), registry=tmp_path / "none.json")
+    assert "![training curves](curves.png)" in (folder / "README.md").read_text()
+    assert plan["files"]["curves.png"] == sha256_file(folder / "curves.png")
 
 
 def test_sharded_folders_upload_every_shard_and_the_index(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """Publish a checkpoint folder to the Hugging Face Hub and record the upload in the registry.
 
 ``--dry-run`` stages and checks everything and reports the exact upload without calling
-the Hub. A real publish creates the repository if needed, uploads config, weights and
-card in one commit, and writes that commit's id into the registry as the entry's pinned
+the Hub. A real publish creates the repository if needed, uploads config, weights, card
+and training curves (when present) in one commit, and writes that commit's id into the registry as the entry's pinned
 revision — the only way a revision ever gets there.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from linfdist import __version__
 from linfdist.files import sha256_file
+from linfdist.curves import CURVES_FILE
 from linfdist.zoo.registry import record_entry, registry_path
 
 
@@ -32,8 +33,7 @@ def stage(folder: Path) -> tuple[dict, dict]:
     if not {"clean_accuracy", "certified_accuracy"} <= set(claims):
         raise ValueError(f"{card_path} states no clean and certified accuracy in its model-index")
     names = [CONFIG_FILE, "README.md", *(p.name for p in weight_files(folder))]
-    if (folder / INDEX_FILE).is_file():
-        names.append(INDEX_FILE)
+    names += [extra for extra in (INDEX_FILE, CURVES_FILE) if (folder / extra).is_file()]
     config = model.config
     certified = claims["certified_accuracy"]
     fields = {

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from linfdist.files import sha256_file
+from linfdist.files import atomic_path, sha256_file
 
 SCHEMA = "linfdist.zoo/1"
 
@@ -60,9 +59,8 @@ def record_entry(path: Path, entry: dict) -> None:
     doc["models"] = [m if m["name"] != entry["name"] else entry for m in doc["models"]]
     if entry["name"] not in [m["name"] for m in doc["models"]]:
         doc["models"].append(entry)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def list_models() -> list[str]:
