@@ -143,7 +143,10 @@ _CPU_V1 = dict(depth=5, width=512, eps_test=0.1, eps_train=0.15, epochs=40, p_wa
 RECIPES = {
     "mnist-0.1": Recipe(name="mnist-0.1", eps_test=0.1, eps_train=0.3, **_V2),  # v2's command/mnist_0.1.sh
     "mnist-0.3": Recipe(name="mnist-0.3", eps_test=0.3, eps_train=0.45, **_V2),
-    "fmnist-0.1": Recipe(name="fmnist-0.1", dataset="fashion-mnist", eps_test=0.1, eps_train=0.15, **dict(_V2, loss="v1", weight_decay=5e-3, eps_ramp_epochs=5.0)),
+    # v1's command/ell_inf_dist_net_fashionmnist.sh: --epochs 0,50,0,350,400 (p = 8 for 50 epochs, full ε
+    # from the start), --eps-train 0.225, --lr 0.02, --wd 5e-3.
+    "fmnist-0.1": Recipe(name="fmnist-0.1", dataset="fashion-mnist", eps_test=0.1, eps_train=0.225,
+                         **dict(_V2, loss="v1", epochs=400, p_warm_epochs=50, lr=0.02, weight_decay=5e-3)),
     "cifar10-2": Recipe(name="cifar10-2", eps_test=2 / 255, eps_train=6 / 255, **_CIFAR),
     "cifar10-8": Recipe(name="cifar10-8", eps_test=8 / 255, eps_train=24 / 255, **_CIFAR),
     # The bundled default model: small enough to train on 2 CPU cores (54 min).
