@@ -244,7 +244,11 @@ def ce_lambda_at(recipe: Recipe, epoch: float) -> float:
 
 
 def certified_margin_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale):
-    """v1 loss: hinge on the certified margin mixed with CE on worst-case-shifted logits."""
+    """v1-style loss: hinge on the certified margin mixed with CE on worst-case-shifted logits.
+
+    DESIGN.md's reading of v1; the v1 code itself (main.py, kappa 1) trains on the hinge of the
+    worst-case margins alone, mix·max_j + (1 − mix)·mean_j, without CE.
+    """
     shift = 2 * lipschitz * eps
     hinge = F.relu(recipe.hinge_theta - (margin(logits, labels) - shift)).mean()
     worst = logits + shift * (1 - F.one_hot(labels, logits.shape[1]).to(logits.dtype))
