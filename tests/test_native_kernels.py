@@ -77,6 +77,21 @@ def test_finite_p_forward_and_gradients_match_float64(n, m, k, p, isa, threads):
         assert ((a.double() - b).abs() <= tol * b.abs().max().clamp_min(1)).all()
 
 
+@pytest.mark.parametrize("p", [16.0, 17.0, 64.0, 381.5, 1000.0])
+def test_large_p_skips_only_negligible_terms(p, isa):
+    """From p = 17 the kernels leave out vectors of k whose ratios to the norm are all tiny (terms
+    below 2^-40 of the largest): with K = 1000 most are; the results keep float32 accuracy."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(33, 1000, generator=gen).requires_grad_()
+    w = torch.randn(129, 1000, generator=gen).requires_grad_()
+    g = torch.randn(33, 129, generator=gen)
+    y = native.native_lp_dist(x, w, p)
+    ref = torch_dist.torch_lp_dist(x.double(), w.double(), p)
+    assert ((y.double() - ref).abs() / ref).max() < 5e-7
+    for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g.double())):
+        assert (a.double() - b).abs().max() <= (1e-7 * p + 2e-6) * b.abs().max()
+
+
 @pytest.mark.parametrize("n,m,k", SHAPES)
 def test_interval_bounds_equal_the_reference_with_gradients(n, m, k, isa, threads):
     x, w = operands(n, m, k, seed=2)

@@ -179,11 +179,15 @@ TARGET static void NAME(power_block)(vec *t, vec *result, int64_t count, double 
 
 #define KB 32 /* k steps per power block */
 
-/* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry. */
+/* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry.
+ * With tau > 0 (large p), a vector of ratios all at or below tau is left out of the power and the sum: each
+ * such term is below 2^-40 (the caller's tau) while the sum holds a term equal to 1. */
 TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m, int64_t n0,
-                                 int64_t n1, double p, int64_t ip, float *y) {
+                                 int64_t n1, double p, int64_t ip, float tau, float *y) {
     (void)mp;
     vec ratio[KB * R * CV], powered[KB * R * CV];
+    int32_t slot[KB * R * CV];
+    vec vtau = V_SET1(tau);
     for (int64_t r0 = n0; r0 < n1; r0 += R) {
         const float *xr[R];
         int64_t rows[R];
@@ -192,7 +196,7 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
             xr[r] = x + rows[r] * k;
         }
         for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
-            vec acc[R][CV], inv[R][CV];
+            vec acc[R * CV], inv[R][CV];
             int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
             for (int r = 0; r < R; r++) {
                 float s[CV * VW];
@@ -200,29 +204,39 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
                     float peak = j < width ? y[rows[r] * m + c0 + j] : 1.0f;
                     s[j] = peak > 0 ? 1.0f / peak : 1.0f;
                 }
-                for (int v = 0; v < CV; v++) { inv[r][v] = V_LOAD(s + v * VW); acc[r][v] = V_ZERO(); }
+                for (int v = 0; v < CV; v++) { inv[r][v] = V_LOAD(s + v * VW); acc[r * CV + v] = V_ZERO(); }
             }
             const float *wp = wt + c0 * k;
             for (int64_t k0 = 0; k0 < k; k0 += KB) {
-                int64_t kb = k - k0 < KB ? k - k0 : KB;
-                vec *out = ratio;
+                int64_t kb = k - k0 < KB ? k - k0 : KB, kept = 0;
                 for (int64_t kk = k0; kk < k0 + kb; kk++, wp += CV * VW) {
                     vec w[CV];
                     for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
                     for (int r = 0; r < R; r++) {
                         vec xb = V_SET1(xr[r][kk]);
-                        for (int v = 0; v < CV; v++) *out++ = V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]);
+                        if (tau > 0.0f) {
+                            for (int v = 0; v < CV; v++) {
+                                vec t = V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]);
+                                if (!VM_ANY(V_GT(t, vtau))) continue;
+                                slot[kept] = r * CV + v;
+                                ratio[kept++] = t;
+                            }
+                        } else {
+                            for (int v = 0; v < CV; v++) ratio[kept++] = V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]);
+                        }
                     }
                 }
-                NAME(power_block)(ratio, powered, kb * R * CV, p, ip);
-                const vec *in = powered;
-                for (int64_t kk = 0; kk < kb; kk++)
-                    for (int r = 0; r < R; r++)
-                        for (int v = 0; v < CV; v++) acc[r][v] = V_ADD(acc[r][v], *in++);
+                NAME(power_block)(ratio, powered, kept, p, ip);
+                if (tau > 0.0f) {
+                    for (int64_t i = 0; i < kept; i++) acc[slot[i]] = V_ADD(acc[slot[i]], powered[i]);
+                } else {
+                    for (int64_t i = 0; i < kept; i += R * CV)
+                        for (int a = 0; a < R * CV; a++) acc[a] = V_ADD(acc[a], powered[i + a]);
+                }
             }
             for (int r = 0; r < R && r0 + r < n1; r++) {
                 float sums[CV * VW];
-                for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r][v]);
+                for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r * CV + v]);
                 for (int64_t j = 0; j < width; j++) {
                     float *o = y + (r0 + r) * m + c0 + j;
                     float scaled = *o * powf(sums[j], (float)(1.0 / p));
@@ -237,12 +251,16 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
 
 /* Finite p backward over one tile of rows [i0, i1) of x and [j0, j1) of w: the coefficient
  * c = g[i, j] (|x_i - w_j| / y[i, j])^(p-1) sign(x_i - w_j) is computed once, added to gx[i] and
- * subtracted from gw[j] (either may be NULL). Concurrent tiles write disjoint rows: no races. */
+ * subtracted from gw[j] (either may be NULL). Concurrent tiles write disjoint rows: no races.
+ * With tau > 0 (large p), vectors of k whose ratios all lie at or below tau are skipped: their
+ * coefficients are below |g| tau^(p-1) (the caller picks 2^-40 |g|), far under float32 rounding. */
 TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k, int64_t m, const float *g,
-                                      const float *y, double p, int64_t ip1, int64_t i0, int64_t i1, int64_t j0,
-                                      int64_t j1, float *gx, float *gw) {
+                                      const float *y, double p, int64_t ip1, float tau, int64_t i0, int64_t i1,
+                                      int64_t j0, int64_t j1, float *gx, float *gw) {
     int64_t kv_end = k - k % VW;
     vec ratio[GB], powered[GB];
+    int32_t live[GB];
+    vec vtau = V_SET1(tau);
     for (int64_t i = i0; i < i1; i++) {
         const float *xr = x + i * k;
         float *gxr = gx ? gx + i * k : NULL;
@@ -254,12 +272,23 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
             float inv = 1.0f / yy;
             vec vinv = V_SET1(inv), vcoef = V_SET1(gy);
             for (int64_t k0 = 0; k0 < kv_end; k0 += GB * VW) {
-                int64_t count = (kv_end - k0) / VW < GB ? (kv_end - k0) / VW : GB;
-                for (int64_t c = 0; c < count; c++)
-                    ratio[c] = V_MUL(V_ABS(V_SUB(V_LOAD(xr + k0 + c * VW), V_LOAD(wr + k0 + c * VW))), vinv);
-                NAME(power_block)(ratio, powered, count, p - 1.0, ip1);
-                for (int64_t c = 0; c < count; c++) {
-                    int64_t o = k0 + c * VW;
+                int64_t count = (kv_end - k0) / VW < GB ? (kv_end - k0) / VW : GB, kept = 0;
+                if (tau > 0.0f) {
+                    for (int64_t c = 0; c < count; c++) {
+                        vec r = V_MUL(V_ABS(V_SUB(V_LOAD(xr + k0 + c * VW), V_LOAD(wr + k0 + c * VW))), vinv);
+                        if (!VM_ANY(V_GT(r, vtau))) continue;
+                        live[kept] = (int32_t)c;
+                        ratio[kept++] = r;
+                    }
+                } else {
+                    for (; kept < count; kept++) {
+                        live[kept] = (int32_t)kept;
+                        ratio[kept] = V_MUL(V_ABS(V_SUB(V_LOAD(xr + k0 + kept * VW), V_LOAD(wr + k0 + kept * VW))), vinv);
+                    }
+                }
+                NAME(power_block)(ratio, powered, kept, p - 1.0, ip1);
+                for (int64_t c = 0; c < kept; c++) {
+                    int64_t o = k0 + (int64_t)live[c] * VW;
                     vec sgn = V_SIGN(V_SUB(V_LOAD(xr + o), V_LOAD(wr + o)));
                     vec contrib = V_MUL(vcoef, V_MUL(powered[c], sgn));
                     if (gxr) V_STORE(gxr + o, V_ADD(V_LOAD(gxr + o), contrib));
@@ -268,6 +297,7 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
             }
             for (int64_t kk = kv_end; kk < k; kk++) {
                 float d = xr[kk] - wr[kk];
+                if (fabsf(d) * inv <= tau && tau > 0.0f) continue;
                 float contrib = gy * (powf(fabsf(d) * inv, (float)(p - 1.0)) * (float)((d > 0) - (d < 0)));
                 if (gxr) gxr[kk] += contrib;
                 if (gwr) gwr[kk] -= contrib;

@@ -38,6 +38,7 @@ typedef int32_t ivec;
 #define V_ABS(a) fabsf(a)
 #define V_MAX(a, b) ((b) > (a) ? (b) : (a))
 #define V_GT(a, b) ((a) > (b))
+#define VM_ANY(m) (m)
 #define V_BLEND(a, b, m) ((m) ? (b) : (a))
 #define V_SIGN(a) ((float)(((a) > 0) - ((a) < 0)))
 #define IV_SET1(i) ((int32_t)(i))
@@ -78,6 +79,7 @@ typedef int32_t ivec;
 #define V_ABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
 #define V_MAX(a, b) _mm256_max_ps(b, a)
 #define V_GT(a, b) _mm256_cmp_ps(a, b, _CMP_GT_OQ)
+#define VM_ANY(m) _mm256_movemask_ps(m)
 #define V_BLEND(a, b, m) _mm256_blendv_ps(a, b, m)
 #define V_SIGN(a) _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(1.0f)), \
                                 _mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_LT_OQ), _mm256_set1_ps(1.0f)))
@@ -118,6 +120,7 @@ typedef int32_t ivec;
 #define V_ABS(a) _mm512_castsi512_ps(_mm512_and_epi32(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff)))
 #define V_MAX(a, b) _mm512_max_ps(b, a)
 #define V_GT(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
+#define VM_ANY(m) (m)
 #define V_BLEND(a, b, m) _mm512_mask_blend_ps(m, a, b)
 #define V_SIGN(a) _mm512_sub_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f)), \
                                 _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_set1_ps(1.0f)))
@@ -203,6 +206,7 @@ typedef struct {
     int64_t n, k, m, mp;
     double p;
     int64_t ip;
+    float tau;
     float *out, *out2, *grad;
     int32_t *idx, *idx2;
     int isa;
@@ -266,12 +270,16 @@ int ld_interval_linf(const float *l, const float *u, int64_t n, int64_t k, const
     return 0;
 }
 
+/* The ratio r at or below which r^(e - 1) < 2^-40, for e >= 17 (else 0: nothing is skipped). The forward's
+ * terms are r^p (e = p + 1), the backward's coefficients r^(p-1) times |g| (e = p). */
+static float skip_below(double e) { return e >= 17 ? (float)exp2(-40.0 / (e - 1.0)) : 0.0f; }
+
 static int64_t integer_exponent(double e) { return e >= 1 && e <= 1024 && e == floor(e) ? (int64_t)e : 0; }
 
 static void lp_range(void *a, int64_t b, int64_t e) {
     call *c = (call *)a;
     DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->out, NULL);
-    DISPATCH(c->isa, lp_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->p, c->ip, c->out);
+    DISPATCH(c->isa, lp_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->p, c->ip, c->tau, c->out);
 }
 
 /* Finite p >= 1: y[n, m] = ||x[n] - w[m]||_p, as peak * (sum_k (|d_k| / peak)^p)^(1/p) (stable for large p). */
@@ -280,8 +288,8 @@ int ld_lp_forward(const float *x, int64_t n, int64_t k, const float *wt, int64_t
     int status = check(isa, n, k, m);
     if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
     if (!(p >= 1) || isinf(p)) return -4;
-    call c = {.x = x, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .p = p, .ip = integer_exponent(p), .out = y,
-              .isa = isa};
+    call c = {.x = x, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .p = p, .ip = integer_exponent(p),
+              .tau = skip_below(p + 1.0), .out = y, .isa = isa};
     parallel(lp_range, &c, n, threads, 4);
     return 0;
 }
@@ -296,7 +304,7 @@ static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
         int64_t other = (part + t->round) % t->parts;
         int64_t i0 = c->n * part / t->parts, i1 = c->n * (part + 1) / t->parts;
         int64_t j0 = c->m * other / t->parts, j1 = c->m * (other + 1) / t->parts;
-        DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, i0, i1, j0, j1, c->grad,
+        DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, i0, i1, j0, j1, c->grad,
                  c->out);
     }
 }
@@ -304,12 +312,12 @@ static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
 /* One operand's gradient: rows of x (gx) or of w (gw) split between threads, all of the other operand. */
 static void lp_grad_x_range(void *a, int64_t b, int64_t e) {
     call *c = (call *)a;
-    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, b, e, 0, c->m, c->grad, NULL);
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, b, e, 0, c->m, c->grad, NULL);
 }
 
 static void lp_grad_w_range(void *a, int64_t b, int64_t e) {
     call *c = (call *)a;
-    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, 0, c->n, b, e, NULL, c->out);
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, 0, c->n, b, e, NULL, c->out);
 }
 
 /* Finite p backward: gx [n, k] and gw [m, k] (zeroed by the caller) from grad g [n, m] and the forward's y;
@@ -322,7 +330,7 @@ int ld_lp_backward(const float *x, const float *w, const float *y, const float *
     if (status) return status;
     if (!(p >= 1) || isinf(p)) return -4;
     call c = {.x = x, .w = w, .g = g, .y = y, .n = n, .k = k, .m = m, .p = p, .ip = integer_exponent(p - 1.0),
-              .grad = gx, .out = gw, .isa = isa};
+              .tau = skip_below(p), .grad = gx, .out = gw, .isa = isa};
     if (gx && gw) {
         int parts = threads < 1 ? 1 : threads > 64 ? 64 : threads;
         if (parts > n) parts = (int)(n > 0 ? n : 1);

@@ -21,6 +21,7 @@
 #undef V_CVT_I
 #undef V_DIV
 #undef V_GT
+#undef VM_ANY
 #undef V_LOAD
 #undef V_MAX
 #undef V_MUL
