@@ -98,6 +98,10 @@ def test_paper_recipes_carry_the_papers_settings():
     for name in ("mnist-0.1", "mnist-0.3", "cifar10-8"):
         assert (get_recipe(name).eps_ramp_epochs, get_recipe(name).weight_decay) == (0.0, 0.0)
     assert get_recipe("mnist-0.1").eps_train == 0.3
+    c2 = get_recipe("cifar10-2")  # command/cifar_0.0078425.sh
+    assert c2.eps_train == pytest.approx(0.03922, abs=1e-5) and (c2.ce_lambda_start, c2.ce_lambda_end) == (0.05, 0.002)
+    f = get_recipe("fmnist-0.1")  # v1's command/ell_inf_dist_net_fashionmnist.sh
+    assert (f.eps_train, f.epochs, f.p_warm_epochs, f.lr, f.weight_decay) == (0.225, 400, 50, 0.02, 5e-3)
 
 
 def test_v2_loss_clips_the_hinge_and_decays_ce():
