@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "rewrite its card and registry entry")
     rec.add_argument("name", help="model name (see `linfdist zoo list`)")
     _add_common(rec)
+    bun = zsub.add_parser("bundle", help="ship a trained, certified checkpoint folder inside the package")
+    bun.add_argument("folder", help="checkpoint folder written by linfdist train (config, weights, card, curves)")
+    bun.add_argument("--name", required=True, help="registry name, also the folder's name in the zoo")
+    bun.add_argument("--default", action="store_true", help="move the 'default' alias to it")
     pub = zsub.add_parser("publish", help="upload a checkpoint folder to the Hub and pin it in the registry")
     pub.add_argument("folder", help="checkpoint folder with config.json, weights and model card")
     pub.add_argument("--repo-id", required=True, help="Hub repository, owner/name")
@@ -282,8 +286,8 @@ def cmd_zoo(args) -> int:
     from linfdist.zoo.registry import get_entry, load_registry, model_folder
 
     if args.zoo_command is None:
-        raise CliError("choose an action: list, info NAME, download NAME, recertify NAME, convert CKPT "
-                       "or publish DIR --repo-id ID")
+        raise CliError("choose an action: list, info NAME, download NAME, recertify NAME, convert CKPT, "
+                       "bundle DIR --name NAME or publish DIR --repo-id ID")
     if args.zoo_command == "list":
         rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
         for e in load_registry():
@@ -311,6 +315,13 @@ def cmd_zoo(args) -> int:
         entry = recertify(args.name, args.data_dir, progress=not args.quiet)
         print(f"{entry.name}: clean {entry.clean_accuracy:.2f}%, certified {entry.certified_accuracy:.2f}% at "
               f"ε = {entry.eps:g} ({entry.certifier}); card and registry updated")
+        return 0
+    if args.zoo_command == "bundle":
+        from linfdist.zoo.bundle import bundle
+
+        entry = bundle(args.folder, args.name, make_default=args.default)
+        print(f"{entry.name}: bundled with {len(entry.files)} files, certified {entry.certified_accuracy:.2f}% at "
+              f"ε = {entry.eps:g} (from its card); re-derive with: linfdist zoo recertify {entry.name}")
         return 0
     if args.zoo_command == "publish":
         from linfdist.zoo.publish import publish

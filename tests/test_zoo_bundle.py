@@ -1,0 +1,46 @@
+"""linfdist zoo bundle: a certified checkpoint folder becomes a bundled, registered model."""
+
+import json
+import shutil
+
+import pytest
+
+from linfdist.files import sha256_file
+from linfdist.zoo import registry
+from linfdist.zoo.bundle import bundle
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    """A copy of the package's registry and a folder to bundle into."""
+    reg = tmp_path / "registry.json"
+    shutil.copy(registry.registry_path(), reg)
+    return tmp_path / "zoo", reg
+
+
+def test_bundle_copies_registers_and_moves_the_default(zoo, tmp_path):
+    zoo_dir, reg = zoo
+    source = registry.model_folder("default")
+    entry = bundle(source, "mnist-copy", make_default=True, zoo_dir=zoo_dir, registry=reg)
+    assert sorted(p.name for p in (zoo_dir / "mnist-copy").iterdir()) == sorted(entry.files)
+    assert entry.files == {f: sha256_file(source / f) for f in entry.files} and "curves.png" in entry.files
+    assert registry.check_files(zoo_dir / "mnist-copy", entry)
+    entries = {e.name: e for e in registry.load_registry(reg)}
+    assert entries["mnist-copy"].aliases == ["default"] and entries["mnist-copy"].bundled == "mnist-copy"
+    assert all("default" not in e.aliases for n, e in entries.items() if n != "mnist-copy")
+    original = registry.get_entry("default")
+    assert (entry.clean_accuracy, entry.certified_accuracy, entry.certifier) == (
+        original.clean_accuracy, original.certified_accuracy, original.certifier)
+    assert entry.revision is None and entry.repo_id == "linfdist/mnist-copy"
+
+
+def test_bundle_refuses_taken_names_and_folders_without_a_card(zoo, tmp_path):
+    zoo_dir, reg = zoo
+    with pytest.raises(ValueError, match="already registered"):
+        bundle(registry.model_folder("default"), "default", zoo_dir=zoo_dir, registry=reg)
+    bare = shutil.copytree(registry.model_folder("default"), tmp_path / "bare")
+    (bare / "README.md").unlink()
+    with pytest.raises(FileNotFoundError, match="model card"):
+        bundle(bare, "bare", zoo_dir=zoo_dir, registry=reg)
+    assert not (zoo_dir / "bare").exists()
+    assert json.loads(reg.read_text()) == json.loads(registry.registry_path().read_text())

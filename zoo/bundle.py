@@ -1,0 +1,40 @@
+"""Add a trained, certified checkpoint folder to the models shipped inside the package.
+
+The figures come from the folder's model card, which training wrote from the independent
+verifier; `linfdist zoo recertify NAME` re-derives them afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from linfdist.zoo import DEFAULT_MODEL
+from linfdist.zoo.publish import stage
+from linfdist.zoo.registry import ZooEntry, load_registry, record_entry, registry_path
+
+
+def bundle(folder, name: str, make_default: bool = False, zoo_dir: Path | None = None,
+           registry: Path | None = None) -> ZooEntry:
+    """Copy ``folder``'s files into ``zoo_dir/name`` and register it as bundled (``make_default``
+    moves the "default" alias to it). ``zoo_dir`` and ``registry`` default to the package's own."""
+    registry = Path(registry or registry_path())
+    target = Path(zoo_dir or registry.parent) / name
+    if any(e.name == name or name in e.aliases for e in load_registry(registry)):
+        raise ValueError(f"{name} is already registered")
+    if target.exists():
+        raise FileExistsError(f"{target} exists")
+    files, fields = stage(Path(folder))
+    target.mkdir(parents=True)
+    for file in files:
+        shutil.copyfile(Path(folder) / file, target / file)
+    if make_default:
+        for other in load_registry(registry):
+            if DEFAULT_MODEL in other.aliases:
+                aliases = [a for a in other.aliases if a != DEFAULT_MODEL]
+                record_entry(registry, dataclasses.asdict(dataclasses.replace(other, aliases=aliases)))
+    entry = ZooEntry(name=name, repo_id=f"linfdist/{name}", revision=None, files=files, **fields, bundled=name,
+                     aliases=[DEFAULT_MODEL] if make_default else [])
+    record_entry(registry, dataclasses.asdict(entry))
+    return entry
