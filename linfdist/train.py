@@ -395,8 +395,9 @@ class StopRequest:
         return self.requested
 
 
-def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool) -> bool:
-    """Continue the epoch in ``run.progress``; False when stopped early (after a checkpoint)."""
+def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, started: float) -> bool:
+    """Continue the epoch in ``run.progress`` (its clock started at ``started``); False when stopped
+    early (after a checkpoint)."""
     recipe, model, pos = run.recipe, run.model, run.progress
     model.train()
     steps = len(x_all) // recipe.batch_size  # the last partial batch is dropped
@@ -432,6 +433,7 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool) -> b
         bar.set_postfix(p=f"{p:g}", eps=f"{eps:.3f}", loss=f"{pos.sums['loss'] / pos.sums['n']:.4f}")
         stopping = stop.is_set()
         if stopping or time.monotonic() - last_save > 60 * recipe.checkpoint_minutes:
+            pos.sums["seconds"] = time.perf_counter() - started
             run.save()
             last_save = time.monotonic()
             if stopping:
@@ -476,8 +478,9 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
     x_all, y_all = pixels(train_x), torch.from_numpy(train_y).long()
     with _sigint_sets(stop):
         while run.progress.epoch < recipe.epochs:
-            started = time.perf_counter()
-            if not _train_epoch(run, x_all, y_all, stop, progress):
+            # seconds already spent on this epoch before an interruption come back with the checkpoint
+            started = time.perf_counter() - run.progress.sums.get("seconds", 0.0)
+            if not _train_epoch(run, x_all, y_all, stop, progress, started):
                 raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
             _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
             if stop.is_set():  # arrived during the evaluation: the epoch's checkpoint is saved

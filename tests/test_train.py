@@ -176,6 +176,8 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(shared_data, tm
     out = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         train(recipe, out, data_dir=shared_data, progress=False, stop=StopAfter(3))
+    spent = torch.load(out / "checkpoint.pt", weights_only=True)["sums"]["seconds"]
+    assert spent > 0  # the epoch's clock travels with the checkpoint
     with pytest.raises(KeyboardInterrupt):
         train(recipe, out, data_dir=shared_data, resume=True, progress=False, stop=StopAfter(5))
     resumed = train(recipe, out, data_dir=shared_data, resume=True, progress=False)
@@ -184,6 +186,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(shared_data, tm
     lines = lambda d: [json.loads(x) for x in (d.parent / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     drop = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "finished")}  # noqa: E731
     assert [drop(r) for r in lines(straight)] == [drop(r) for r in lines(resumed)]
+    assert lines(resumed)[0]["seconds"] > spent
 
 
 def test_sigint_saves_a_checkpoint_and_stops(shared_data, tmp_path, monkeypatch):
