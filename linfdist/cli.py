@@ -190,8 +190,8 @@ def cmd_curves(args) -> int:
     """Redraw RUN/curves.png (and RUN/model/curves.png), with the reference log's curves if given."""
     import json
 
-    from linfdist.curves import plot_curves, read_v2_test_log
-    from linfdist.train import CURVES, METRICS, MODEL_DIR, RECIPE_FILE
+    from linfdist.curves import CURVES_FILE, plot_curves, read_v2_test_log
+    from linfdist.train import METRICS, MODEL_DIR, RECIPE_FILE
 
     run = Path(args.run)
     for name in (METRICS, RECIPE_FILE):
@@ -200,7 +200,7 @@ def cmd_curves(args) -> int:
     epochs = json.loads((run / RECIPE_FILE).read_text())["epochs"]
     reference = (read_v2_test_log(Path(args.reference), args.reference_label, args.reference_epochs)
                  if args.reference else None)
-    targets = [run / CURVES] + ([run / MODEL_DIR / CURVES] if (run / MODEL_DIR).is_dir() else [])
+    targets = [run / CURVES_FILE] + ([run / MODEL_DIR / CURVES_FILE] if (run / MODEL_DIR).is_dir() else [])
     for target in targets:
         plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs)
         print(f"wrote {target}")

@@ -36,7 +36,6 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RECIPE_FILE = "recipe.json"
 MODEL_DIR = "model"
-CURVES = CURVES_FILE
 CHECKPOINT_FORMAT = "linfdist.train/2"
 
 DATASET_STATS = {
@@ -504,7 +503,7 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
     run.save()
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
-    plot_curves(out / METRICS, out / CURVES)
+    plot_curves(out / METRICS, out / CURVES_FILE)
     if ev.pgd_violations:
         tqdm.write(f"BUG: PGD broke {ev.pgd_violations} certified test samples at epoch {pos.epoch + 1}; "
                    "certificates must never be broken, please report this with the run folder", file=sys.stderr)
@@ -555,7 +554,7 @@ def finalize(model, recipe: Recipe, out: Path, test_x, test_y, progress: bool) -
     model.cpu()  # the saved model and its certification are device-independent
     target = out / MODEL_DIR
     model.save_pretrained(target)
-    shutil.copyfile(out / CURVES, target / CURVES)
+    shutil.copyfile(out / CURVES_FILE, target / CURVES_FILE)
     results = verified_results(target, test_x, test_y, recipe.eps_test, progress=progress)
     write_model_card(target, model.config, results, recipe=asdict(recipe), command=reproduce_command(recipe),
                      run=run_summary(read_metrics(out / METRICS)))
