@@ -1,5 +1,6 @@
 """linfdist zoo bundle: a certified checkpoint folder becomes a bundled, registered model."""
 
+import dataclasses
 import json
 import shutil
 
@@ -44,3 +45,34 @@ def test_bundle_refuses_taken_names_and_folders_without_a_card(zoo, tmp_path):
         bundle(bare, "bare", zoo_dir=zoo_dir, registry=reg)
     assert not (zoo_dir / "bare").exists()
     assert json.loads(reg.read_text()) == json.loads(registry.registry_path().read_text())
+
+
+def test_registry_writes_refuse_alias_clashes_and_keep_one_default(zoo):
+    _, reg = zoo
+    entries = registry.load_registry(reg)
+    with pytest.raises(ValueError, match="already used by"):
+        registry.record_entry(reg, dataclasses.replace(entries[1], name="new", aliases=["default"]))
+    registry.record_entry(reg, entries[1], make_default=True)
+    registry.record_entry(reg, entries[1], make_default=True)
+    after = registry.load_registry(reg)
+    assert [e.name for e in after] == [e.name for e in entries]
+    assert [e.name for e in after if "default" in e.aliases] == [entries[1].name]
+    assert after[1].aliases.count("default") == 1
+
+
+def test_a_copy_stopped_halfway_leaves_no_bundled_folder(zoo, monkeypatch):
+    zoo_dir, reg = zoo
+    copied, real_copy = [], shutil.copyfile
+
+    def copy_then_stop(src, dst):
+        if copied:
+            raise KeyboardInterrupt
+        copied.append(real_copy(src, dst))
+
+    monkeypatch.setattr(shutil, "copyfile", copy_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        bundle(registry.model_folder("default"), "cut", zoo_dir=zoo_dir, registry=reg)
+    monkeypatch.undo()
+    assert not (zoo_dir / "cut").exists()
+    entry = bundle(registry.model_folder("default"), "cut", zoo_dir=zoo_dir, registry=reg)
+    assert sorted(p.name for p in zoo_dir.iterdir()) == ["cut"] and registry.check_files(zoo_dir / "cut", entry)

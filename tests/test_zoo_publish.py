@@ -108,3 +108,19 @@ def test_cli_dry_run(setup, capsys):
     assert main(["zoo", "publish", str(folder), "--repo-id", "a/b", "--dry-run", "--registry", str(reg)]) == 0
     out = capsys.readouterr().out
     assert "would upload to a/b" in out and "model.safetensors  sha256" in out
+
+
+def test_publishing_a_bundled_model_keeps_its_copy_and_aliases(tmp_path):
+    reg = tmp_path / "registry.json"
+    shutil.copy(registry.registry_path(), reg)
+    default = registry.get_entry("default")
+    publish(registry.model_folder("default"), "someone/d", default.name, api=FakeHfApi(), registry=reg)
+    entry = next(e for e in registry.load_registry(reg) if e.name == default.name)
+    assert (entry.revision, entry.bundled, entry.aliases, entry.files) == (
+        COMMIT, default.bundled, default.aliases, default.files)
+
+
+def test_publishing_other_files_under_a_bundled_name_is_refused(setup):
+    folder, reg = setup  # the 5x256 model's files
+    with pytest.raises(ValueError, match="bundled with different files"):
+        publish(folder, "someone/d", registry.get_entry("default").name, dry_run=True, registry=reg)

@@ -6,11 +6,9 @@ verifier; `linfdist zoo recertify NAME` re-derives them afterwards.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
-from linfdist.zoo import DEFAULT_MODEL
 from linfdist.zoo.publish import stage
 from linfdist.zoo.registry import ZooEntry, load_registry, record_entry, registry_path
 
@@ -21,20 +19,17 @@ def bundle(folder, name: str, make_default: bool = False, zoo_dir: Path | None =
     moves the "default" alias to it). ``zoo_dir`` and ``registry`` default to the package's own."""
     registry = Path(registry or registry_path())
     target = Path(zoo_dir or registry.parent) / name
-    if any(e.name == name or name in e.aliases for e in load_registry(registry)):
+    if any(name in (e.name, *e.aliases) for e in load_registry(registry)):
         raise ValueError(f"{name} is already registered")
     if target.exists():
         raise FileExistsError(f"{target} exists")
     files, fields = stage(Path(folder))
-    target.mkdir(parents=True)
+    entry = ZooEntry(name=name, repo_id=f"linfdist/{name}", revision=None, files=files, **fields, bundled=name)
+    partial = target.with_name(f".{name}.partial")  # a stopped copy never looks like a bundled model
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     for file in files:
-        shutil.copyfile(Path(folder) / file, target / file)
-    if make_default:
-        for other in load_registry(registry):
-            if DEFAULT_MODEL in other.aliases:
-                aliases = [a for a in other.aliases if a != DEFAULT_MODEL]
-                record_entry(registry, dataclasses.asdict(dataclasses.replace(other, aliases=aliases)))
-    entry = ZooEntry(name=name, repo_id=f"linfdist/{name}", revision=None, files=files, **fields, bundled=name,
-                     aliases=[DEFAULT_MODEL] if make_default else [])
-    record_entry(registry, dataclasses.asdict(entry))
+        shutil.copyfile(Path(folder) / file, partial / file)
+    partial.rename(target)
+    record_entry(registry, entry, make_default)
     return entry

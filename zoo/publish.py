@@ -9,13 +9,14 @@ revision — the only way a revision ever gets there.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 import tempfile
 from pathlib import Path
 
 from linfdist import __version__
 from linfdist.files import sha256_file
 from linfdist.curves import CURVES_FILE
-from linfdist.zoo.registry import record_entry, registry_path
+from linfdist.zoo.registry import ZooEntry, load_registry, record_entry, registry_path
 
 
 def stage(folder: Path) -> tuple[dict, dict]:
@@ -45,11 +46,26 @@ def stage(folder: Path) -> tuple[dict, dict]:
     return {name: sha256_file(folder / name) for name in sorted(names)}, fields
 
 
+def published_entry(registry: Path, name: str, repo_id: str, files: dict, fields: dict) -> ZooEntry:
+    """The registry entry a publish of ``files`` as ``name`` records (revision still unset). A
+    bundled model keeps its bundled copy and aliases only when the upload is exactly that copy."""
+    entry = ZooEntry(name=name, repo_id=repo_id, revision=None, files=files, **fields)
+    known = next((e for e in load_registry(registry) if e.name == name), None) if registry.is_file() else None
+    if known is None or not known.bundled:
+        return replace(entry, aliases=known.aliases if known else [])
+    if known.files != files:
+        raise ValueError(f"{name} is bundled with different files; publish these under a new name "
+                         f"(or bundle them again first)")
+    return replace(entry, bundled=known.bundled, aliases=known.aliases)
+
+
 def publish(folder, repo_id: str, name: str, dry_run: bool = False, api=None, registry: Path | None = None) -> dict:
     """Upload ``folder`` to ``repo_id`` and pin it in the registry as ``name``; returns the plan/result."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"--repo-id must look like owner/name, got {repo_id!r}")
     files, fields = stage(Path(folder))
+    registry = Path(registry or registry_path())
+    entry = published_entry(registry, name, repo_id, files, fields)
     message = f"Upload {name} (linfdist {__version__})"
     plan = {"name": name, "repo_id": repo_id, "files": files, "commit_message": message, "revision": None}
     if dry_run:
@@ -65,7 +81,6 @@ def publish(folder, repo_id: str, name: str, dry_run: bool = False, api=None, re
         commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=message,
                                    repo_type="model", revision="main")
     plan["revision"] = commit.oid
-    record_entry(registry or registry_path(), {"name": name, "aliases": [], "bundled": None, "repo_id": repo_id,
-                                          "revision": commit.oid, "files": files, **fields})
+    record_entry(registry, replace(entry, revision=commit.oid))
     return plan
 

@@ -6,7 +6,7 @@ again; this is for the models committed in the repository.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 from linfdist.files import sha256_file
@@ -30,10 +30,10 @@ def recertify(name: str, data_dir=None, progress: bool = True, registry: Path | 
     images, labels = load_dataset(entry.dataset, "test", data_dir)
     results = verified_results(folder, images, labels, entry.eps, progress)
     rewrite_results(folder, config, results)
-    fields = asdict(entry) | {
-        "files": {f: sha256_file(folder / f) for f in entry.files},
-        "clean_accuracy": round(results["clean_accuracy"], 2),
-        "certified_accuracy": round(results["certified_accuracy"], 2), "certifier": results["certifier"],
-    }
-    record_entry(registry or registry_path(), fields)
-    return ZooEntry(**fields)
+    entry = replace(
+        entry, files={f: sha256_file(folder / f) for f in entry.files},
+        clean_accuracy=round(results["clean_accuracy"], 2),
+        certified_accuracy=round(results["certified_accuracy"], 2), certifier=results["certifier"],
+    )
+    record_entry(registry or registry_path(), entry)
+    return entry

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -51,16 +51,23 @@ def load_registry(path: Path | None = None) -> list[ZooEntry]:
         raise ValueError(f"malformed registry entry: {err}") from None
 
 
-def record_entry(path: Path, entry: dict) -> None:
-    """Add or replace ``entry`` (by name) in the registry file, atomically."""
-    doc = json.loads(path.read_text())
-    if doc.get("schema") != SCHEMA:
-        raise ValueError(f"registry schema {doc.get('schema')!r} is not {SCHEMA!r}")
-    doc["models"] = [m if m["name"] != entry["name"] else entry for m in doc["models"]]
-    if entry["name"] not in [m["name"] for m in doc["models"]]:
-        doc["models"].append(entry)
+def record_entry(path: Path, entry: ZooEntry, make_default: bool = False) -> None:
+    """Add or replace ``entry`` (by name) in the registry file in one atomic write;
+    ``make_default`` moves the "default" alias to it in the same write."""
+    from linfdist.zoo import DEFAULT_MODEL
+
+    models = load_registry(path)
+    taken = [e.name for e in models if e.name != entry.name
+             and ({e.name, *e.aliases} & {entry.name, *entry.aliases})]
+    if taken:
+        raise ValueError(f"{entry.name}: its name or an alias is already used by {', '.join(taken)}")
+    if make_default:
+        models = [replace(e, aliases=[a for a in e.aliases if a != DEFAULT_MODEL]) for e in models]
+        entry = replace(entry, aliases=[*(a for a in entry.aliases if a != DEFAULT_MODEL), DEFAULT_MODEL])
+    names = [e.name for e in models]
+    models = [entry if e.name == entry.name else e for e in models] + ([] if entry.name in names else [entry])
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.write_text(json.dumps({"schema": SCHEMA, "models": [asdict(e) for e in models]}, indent=2) + "\n")
 
 
 def list_models() -> list[str]:
