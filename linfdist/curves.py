@@ -88,10 +88,12 @@ def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | No
     ax_loss.legend(loc="upper right")
     if reference:
         _draw_reference(axes[2], records, reference, total_epochs or max(epochs, default=1))
-    fig.tight_layout()
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _draw_reference(ax, records: list[dict], reference: ReferenceRun, total_epochs: int) -> None:
