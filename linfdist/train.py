@@ -80,6 +80,7 @@ class Recipe:
     logit_scale: float = 4.0
     logit_scale_lr: float = 0.006
     crop_pad: int = 1
+    crop_padding: str = "zeros"
     flip: bool = False
     train_limit: int = 0
     eval_limit: int = 1000
@@ -105,6 +106,8 @@ class Recipe:
         for name in ("depth", "width", "epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"recipe field {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.crop_padding not in CROP_PADDINGS:
+            raise ValueError(f"crop_padding must be one of {', '.join(CROP_PADDINGS)}, got {self.crop_padding!r}")
         if self.p_inf_epochs > self.epochs:
             raise ValueError(f"p_inf_epochs {self.p_inf_epochs} exceeds epochs {self.epochs}")
         if self.checkpoint_minutes <= 0:
@@ -128,13 +131,14 @@ class Recipe:
 
 
 LOSSES = ("v1", "v2")
+CROP_PADDINGS = ("zeros", "edge")  # what a shifted image shows at its border: zeros, or its edge pixels
 
 #: The papers' settings (DESIGN.md) at full width, plus CPU-sized recipes. ``--width``
 #: scales any of them; the GPU ones are what the zoo issues train.
 #: v2 as its main.py runs it: full ε_train from the first step (``--epochs 0,0,...``) and no weight decay.
 _V2 = dict(loss="v2", depth=5, width=5120, epochs=450, p_warm_epochs=25, p_inf_epochs=50, p_update_epochs=1,
            batch_size=512, lr=0.03, logit_scale_lr=0.006, weight_decay=0.0, eps_ramp_epochs=0.0, crop_pad=1,
-           hinge_theta=1.0)
+           crop_padding="edge", hinge_theta=1.0)
 _CIFAR = dict(_V2, dataset="cifar10", depth=6, epochs=1300, p_warm_epochs=100, crop_pad=3, flip=True,
               ce_lambda_start=0.1, ce_lambda_end=0.0005)
 _CIFAR_CPU = dict(_CIFAR, width=512, epochs=60, p_warm_epochs=5, p_inf_epochs=6, batch_size=256, pgd_steps=0)
@@ -165,7 +169,8 @@ RECIPES = {
     # 78.99% certified (verifier, full test set).
     "mnist-0.3-cpu": Recipe(
         name="mnist-0.3-cpu", eps_test=0.3, eps_train=0.45,
-        **dict(_V2, width=512, epochs=40, p_warm_epochs=3, p_inf_epochs=5, batch_size=256, pgd_steps=0),
+        **dict(_V2, width=512, epochs=40, p_warm_epochs=3, p_inf_epochs=5, batch_size=256, pgd_steps=0,
+               crop_padding="zeros"),  # as mnist-5x512-eps0.3 trained
     ),
     # v2's CIFAR-10 recipe sized for 2 CPU cores (issue 11): 6 × 512, 60 epochs, the same schedule shape.
     "cifar10-8-cpu": Recipe(name="cifar10-8-cpu", eps_test=8 / 255, eps_train=24 / 255, **_CIFAR_CPU),
@@ -280,12 +285,13 @@ def training_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, 
     return certified_margin_loss(logits, labels, eps, lipschitz, recipe, log_scale)
 
 
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to ``pad`` pixels (zero padding), as RandomCrop(size, padding=pad)."""
+def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator, padding: str = "zeros") -> torch.Tensor:
+    """Shift each image by up to ``pad`` pixels, as RandomCrop(size, padding=pad, padding_mode=...):
+    ``padding`` "zeros" fills the border with 0, "edge" repeats the edge pixels (v2's setting)."""
     if pad == 0:
         return x
     n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate" if padding == "edge" else "constant")
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
@@ -411,7 +417,7 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
         model.set_p(p)
         run.optimizer.param_groups[0]["lr"] = run.optimizer.param_groups[1]["lr"] = lr_at(recipe, t)
         idx = pos.order[pos.step * recipe.batch_size: (pos.step + 1) * recipe.batch_size]
-        x, y = random_crop(x_all[idx], recipe.crop_pad, run.generator), y_all[idx]
+        x, y = random_crop(x_all[idx], recipe.crop_pad, run.generator, recipe.crop_padding), y_all[idx]
         if recipe.flip:
             x = random_flip(x, run.generator)
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)

@@ -57,6 +57,19 @@ def test_random_crop_shifts_within_the_padding():
     assert set(rows.tolist()) == {2, 3, 4} and set(cols.tolist()) == {3, 4, 5}
 
 
+def test_edge_padding_repeats_the_border_pixels():
+    x = torch.rand(32, 3, 5, 5)
+    g = torch.Generator().manual_seed(1)
+    y = random_crop(x, 2, g, padding="edge")
+    expected = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    windows = expected.unfold(2, 5, 1).unfold(3, 5, 1)  # every 5 x 5 crop of each padded image
+    for image, crop in zip(windows, y):
+        assert any(torch.equal(image[:, i, j], crop) for i in range(5) for j in range(5))
+    assert not torch.equal(random_crop(x, 2, torch.Generator().manual_seed(1)), y)  # zeros differ
+    with pytest.raises(ValueError, match="crop_padding"):
+        Recipe(crop_padding="reflect").checked()
+
+
 def test_loss_prefers_certified_margins():
     r = Recipe(hinge_weight=0.75, hinge_theta=0.3)
     labels = torch.tensor([0, 1])
