@@ -150,7 +150,8 @@ RECIPES = {
     # v1's command/ell_inf_dist_net_fashionmnist.sh: --epochs 0,50,0,350,400 (p = 8 for 50 epochs, full ε
     # from the start), --eps-train 0.225, --lr 0.02, --wd 5e-3.
     "fmnist-0.1": Recipe(name="fmnist-0.1", dataset="fashion-mnist", eps_test=0.1, eps_train=0.225,
-                         **dict(_V2, loss="v1", epochs=400, p_warm_epochs=50, lr=0.02, weight_decay=5e-3)),
+                         **dict(_V2, loss="v1", epochs=400, p_warm_epochs=50, lr=0.02, weight_decay=5e-3,
+                                    crop_padding="zeros")),  # v1 pads with zeros
     # v2's command/cifar_0.0078425.sh: ε_train 0.03922 (5 × ε), λ 0.05 → 0.002
     "cifar10-2": Recipe(name="cifar10-2", eps_test=2 / 255, eps_train=10 / 255,
                         **dict(_CIFAR, ce_lambda_start=0.05, ce_lambda_end=0.002)),
