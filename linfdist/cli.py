@@ -190,8 +190,9 @@ def cmd_curves(args) -> int:
     """Redraw RUN/curves.png (and RUN/model/curves.png), with the reference log's curves if given."""
     import json
 
-    from linfdist.curves import CURVES_FILE, plot_curves, read_v2_test_log
+    from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, read_v2_test_log, run_summary
     from linfdist.train import METRICS, MODEL_DIR, RECIPE_FILE
+    from linfdist.zoo.card import refresh_run_section
 
     run = Path(args.run)
     for name in (METRICS, RECIPE_FILE):
@@ -204,6 +205,10 @@ def cmd_curves(args) -> int:
     for target in targets:
         plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs)
         print(f"wrote {target}")
+    card = run / MODEL_DIR / "README.md"
+    if card.is_file():
+        refresh_run_section(card.parent, run_summary(read_metrics(run / METRICS)))
+        print(f"updated the Training run section of {card}")
     return 0
 
 

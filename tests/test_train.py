@@ -269,7 +269,9 @@ def test_curves_beside_a_published_log(shared_data, tmp_path, capsys):
     log = tmp_path / "test_inf.log"
     log.write_text("epoch\tacc\tcertified\n4\t0.27\t0.09\n9\t0.98\t0.93\n")
     assert main(["curves", str(out), "--reference", str(log)]) == 0
-    assert "model/curves.png" in capsys.readouterr().out.replace("\\", "/")
+    printed = capsys.readouterr().out.replace("\\", "/")
+    assert "model/curves.png" in printed and "updated the Training run section" in printed
+    assert (out / "model" / "README.md").read_text().count("## Training run") == 1
     assert _png_width(out / "curves.png") > plain and _png_width(out / "model" / "curves.png") > plain
     log.write_text("epoch\tacc\tcertified\n4\t0.27\n")
     assert main(["curves", str(out), "--reference", str(log)]) == 2

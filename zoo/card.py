@@ -57,7 +57,7 @@ def run_section(run: dict) -> str:
 images of the test split at p = ∞, as training evaluates them; the table above is the verifier's).
 A third panel, where drawn (`linfdist curves RUN --reference LOG`), puts a published run's test log
 beside ours against the fraction of training done: the v2 authors' `logs/<task>/test_inf.log`
-(github.com/zbh2047/L_inf-dist-net-v2; 5 layers × 5120, 450 epochs, full 10,000-image test set).
+(github.com/zbh2047/L_inf-dist-net-v2, full test set; the legend names their net, the axis their epochs).
 """
 
 
@@ -115,6 +115,22 @@ def rewrite_results(folder: Path, config, results: dict) -> None:
     starts = [i for i in (old.find(f"\n## {title}") for title in TRAINING_SECTIONS) if i >= 0]
     tail = old[min(starts):] if starts else ""
     path.write_text(card_text(config, results) + tail)
+
+
+def refresh_run_section(folder: Path, run: dict) -> None:
+    """Rewrite the card's Training run section from ``run`` (curves.run_summary), adding it
+    before the Reproduce section (or at the end) where the card has none."""
+    path = Path(folder) / "README.md"
+    text = path.read_text()
+    section = run_section(run)
+    start = text.find("\n## Training run")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end:] if end >= 0 else "")
+    else:
+        at = text.find("\n## Reproduce")
+        text = text + section if at < 0 else text[:at] + section + text[at:]
+    path.write_text(text)
 
 
 def verified_results(folder, images, labels, eps: float, progress: bool = True) -> dict:

@@ -1,0 +1,34 @@
+"""Model cards: the Training run section follows the run's metrics, whatever else the card holds."""
+
+from linfdist.models import LinfDistNetConfig
+from linfdist.zoo.card import refresh_run_section, write_model_card
+
+RESULTS = {"eps": 0.1, "n": 10, "clean_accuracy": 50.0, "certified_accuracy": 10.0,
+           "certified_accuracy_margin": 10.0, "certified_accuracy_ibp": 10.0, "certifier": "test figures"}
+CONFIG = LinfDistNetConfig(input_shape=[1, 4, 4], depth=2, width=8)
+
+
+def _run(epochs, seconds, device):
+    return {"epochs": epochs, "wall_seconds": seconds, "devices": [device], "finished": "2026-11-26T04:00:00Z"}
+
+
+def _sections(text):
+    return [line for line in text.splitlines() if line.startswith("## ")]
+
+
+def test_a_card_without_the_section_gets_it_before_reproduce(tmp_path):
+    write_model_card(tmp_path, CONFIG, RESULTS, recipe={"epochs": 3}, command="linfdist train --recipe x")
+    refresh_run_section(tmp_path, _run(3, 4000, "some CPU"))
+    text = (tmp_path / "README.md").read_text()
+    assert _sections(text)[-3:] == ["## Training run", "## Reproduce", "## Training recipe"]
+    assert "| wall time | 1 h 06 min" in text and "| some CPU |" in text and "linfdist train --recipe x" in text
+
+
+def test_the_section_is_replaced_not_repeated(tmp_path):
+    write_model_card(tmp_path, CONFIG, RESULTS, run=_run(3, 60, "old CPU"))
+    before = (tmp_path / "README.md").read_text()
+    refresh_run_section(tmp_path, _run(5, 7200, "new CPU"))
+    text = (tmp_path / "README.md").read_text()
+    assert _sections(text) == _sections(before) and text.count("## Training run") == 1
+    assert "old CPU" not in text and "| new CPU |" in text and "| epochs | 5 |" in text
+    assert text.split("## Training run")[0] == before.split("## Training run")[0]
