@@ -49,7 +49,7 @@ def test_dry_run_stages_and_calls_nothing(setup):
     folder, reg = setup
     before = reg.read_text()
     plan = publish(folder, "someone/mnist-small", "mnist-small", dry_run=True, api=RefusingApi(), registry=reg)
-    assert plan["revision"] is None and sorted(plan["files"]) == ["README.md", "config.json", "model.safetensors"]
+    assert plan["revision"] is None and sorted(plan["files"]) == ["README.md", "config.json", "curves.png", "model.safetensors"]
     assert plan["files"]["model.safetensors"] == sha256_file(folder / "model.safetensors")
     assert reg.read_text() == before
 
@@ -60,7 +60,7 @@ def test_publish_makes_the_exact_calls_and_pins_the_commit(setup):
     publish(folder, "someone/mnist-small", "mnist-small", api=api, registry=reg)
     (create, upload) = api.calls
     assert create == ("create_repo", "someone/mnist-small", {"repo_type": "model", "exist_ok": True})
-    assert upload[1] == ["README.md", "config.json", "model.safetensors"]
+    assert upload[1] == ["README.md", "config.json", "curves.png", "model.safetensors"]
     assert upload[2]["repo_id"] == "someone/mnist-small" and upload[2]["revision"] == "main"
     assert upload[2]["commit_message"] == "Upload mnist-small (linfdist 0.1.0)"
     entry = next(e for e in registry.load_registry(reg) if e.name == "mnist-small")
