@@ -178,16 +178,58 @@ TARGET static void NAME(power_block)(vec *t, vec *result, int64_t count, double 
 }
 
 #define KB 32 /* k steps per power block */
+#define RD (CV >= 4 ? R : 2) /* rows per pass of the direct sum: its accumulators stay in registers */
+
+/* sum_k (x - w)^(2^(s+1)) per output in registers: s squarings, then one fused multiply-add. */
+#define DIRECT_SUM(SQUARE)                                                                          \
+    for (int64_t kk = 0; kk < k; kk++, wq += CV * VW) {                                            \
+        vec w[CV];                                                                                  \
+        for (int v = 0; v < CV; v++) w[v] = V_LOAD(wq + v * VW);                                    \
+        for (int r = 0; r < RD; r++) {                                                              \
+            vec xb = V_SET1(xr[h + r][kk]);                                                         \
+            for (int v = 0; v < CV; v++) {                                                          \
+                vec t = V_SUB(xb, w[v]);                                                            \
+                SQUARE;                                                                             \
+                a[r * CV + v] = V_FMA(t, t, a[r * CV + v]);                                         \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+/* p = 2^(squarings + 1) with every peak of the tile in the caller's safe range: acc[r * CV + v] gets the
+ * plain sum of |x - w|^p over k (no rescaling, no power blocks: no term overflows, and the terms that
+ * underflow lie below 2^-96 k of the sum's largest). */
+TARGET static void NAME(lp_direct_tile)(const float **xr, int64_t k, const float *wp, int squarings,
+                                        vec *acc) {
+    for (int h = 0; h < R; h += RD) {
+        vec a[RD * CV];
+        for (int i = 0; i < RD * CV; i++) a[i] = V_ZERO();
+        const float *wq = wp;
+        switch (squarings) {
+        case 0: DIRECT_SUM((void)0); break;
+        case 1: DIRECT_SUM(t = V_MUL(t, t)); break;
+        case 2: DIRECT_SUM(t = V_MUL(t, t); t = V_MUL(t, t)); break;
+        default: DIRECT_SUM(t = V_MUL(t, t); t = V_MUL(t, t); t = V_MUL(t, t)); break;
+        }
+        for (int i = 0; i < RD * CV; i++) acc[h * CV + i] = a[i];
+    }
+}
+#undef DIRECT_SUM
 
 /* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry.
  * With tau > 0 (large p), a vector of ratios all at or below tau is left out of the power and the sum: each
- * such term is below 2^-40 (the caller's tau) while the sum holds a term equal to 1. */
+ * such term is below 2^-40 (the caller's tau) while the sum holds a term equal to 1. For p = 2, 4, 8, 16,
+ * tiles whose peaks all lie in a safe range sum |x - w|^p directly in registers (lp_direct_tile). */
 TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m, int64_t n0,
                                  int64_t n1, double p, int64_t ip, float tau, float *y) {
     (void)mp;
     vec ratio[KB * R * CV], powered[KB * R * CV];
     int32_t slot[KB * R * CV];
     vec vtau = V_SET1(tau);
+    /* p = 2, 4, 8, 16 sum directly where every peak lies in [lo, hi]: peak^p k stays below 2^120 and
+     * peak^p above 2^-96 k (so terms lost to underflow are < 2^-96 k each, relative to the largest). */
+    int squarings = tau > 0.0f ? -1 : ip == 2 ? 0 : ip == 4 ? 1 : ip == 8 ? 2 : ip == 16 ? 3 : -1;
+    float lo = squarings < 0 ? 0.0f : (float)exp2((log2((double)k) - 96.0) / (double)ip);
+    float hi = squarings < 0 ? 0.0f : (float)exp2((120.0 - log2((double)k)) / (double)ip);
     for (int64_t r0 = n0; r0 < n1; r0 += R) {
         const float *xr[R];
         int64_t rows[R];
@@ -198,16 +240,19 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
         for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
             vec acc[R * CV], inv[R][CV];
             int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
+            int direct = squarings >= 0;
             for (int r = 0; r < R; r++) {
                 float s[CV * VW];
                 for (int j = 0; j < CV * VW; j++) {
                     float peak = j < width ? y[rows[r] * m + c0 + j] : 1.0f;
                     s[j] = peak > 0 ? 1.0f / peak : 1.0f;
+                    direct &= j >= width || (peak >= lo && peak <= hi);
                 }
                 for (int v = 0; v < CV; v++) { inv[r][v] = V_LOAD(s + v * VW); acc[r * CV + v] = V_ZERO(); }
             }
             const float *wp = wt + c0 * k;
-            for (int64_t k0 = 0; k0 < k; k0 += KB) {
+            if (direct) NAME(lp_direct_tile)(xr, k, wp, squarings, acc);
+            for (int64_t k0 = 0; k0 < k && !direct; k0 += KB) {
                 int64_t kb = k - k0 < KB ? k - k0 : KB, kept = 0;
                 for (int64_t kk = k0; kk < k0 + kb; kk++, wp += CV * VW) {
                     vec w[CV];
@@ -239,7 +284,7 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
                 for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r * CV + v]);
                 for (int64_t j = 0; j < width; j++) {
                     float *o = y + (r0 + r) * m + c0 + j;
-                    float scaled = *o * powf(sums[j], (float)(1.0 / p));
+                    float scaled = (direct ? 1.0f : *o) * powf(sums[j], (float)(1.0 / p));
                     *o = scaled > *o ? scaled : *o; /* ||.||_p >= ||.||_inf despite the rounded 1/peak */
                 }
             }
@@ -307,6 +352,7 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
 }
 
 #undef KB
+#undef RD
 #undef GB
 #undef R
 #undef NAME

@@ -20,6 +20,7 @@
 #undef V_BLEND
 #undef V_CVT_I
 #undef V_DIV
+#undef V_FMA
 #undef V_GT
 #undef VM_ANY
 #undef V_LOAD
