@@ -179,9 +179,27 @@ TARGET static void NAME(power_block)(vec *t, vec *result, int64_t count, double 
 
 #define KB 32 /* k steps per power block */
 #define RD (CV >= 4 ? R : 2) /* rows per pass of the direct sum: its accumulators stay in registers */
+#define DIRECT_P_MAX 16 /* integer p up to this sum (and differentiate) directly, in registers */
 
-/* sum_k (x - w)^(2^(s+1)) per output in registers: s squarings, then one fused multiply-add. */
-#define DIRECT_SUM(SQUARE)                                                                          \
+/* t^e for a constant 0 <= e <= 16 (after inlining the loop unrolls into squarings and multiplies). */
+TARGET static inline vec NAME(ipow)(vec t, int e) {
+    vec r = V_SET1(1.0f);
+    for (; e; e >>= 1, t = V_MUL(t, t))
+        if (e & 1) r = V_MUL(r, t);
+    return r;
+}
+
+/* One case per integer exponent 2..16, so each loop is compiled with a constant exponent. */
+#define FOR_DIRECT_P(M, e)                                                                          \
+    switch (e) {                                                                                    \
+    case 2: M(2); break;   case 3: M(3); break;   case 4: M(4); break;   case 5: M(5); break;       \
+    case 6: M(6); break;   case 7: M(7); break;   case 8: M(8); break;   case 9: M(9); break;       \
+    case 10: M(10); break; case 11: M(11); break; case 12: M(12); break; case 13: M(13); break;     \
+    case 14: M(14); break; case 15: M(15); break; default: M(16); break;                            \
+    }
+
+/* a += |x - w|^P over k; even P as one fused multiply-add of (x - w)^(P/2) with itself. */
+#define DIRECT_SUM(P)                                                                               \
     for (int64_t kk = 0; kk < k; kk++, wq += CV * VW) {                                            \
         vec w[CV];                                                                                  \
         for (int v = 0; v < CV; v++) w[v] = V_LOAD(wq + v * VW);                                    \
@@ -189,27 +207,21 @@ TARGET static void NAME(power_block)(vec *t, vec *result, int64_t count, double 
             vec xb = V_SET1(xr[h + r][kk]);                                                         \
             for (int v = 0; v < CV; v++) {                                                          \
                 vec t = V_SUB(xb, w[v]);                                                            \
-                SQUARE;                                                                             \
-                a[r * CV + v] = V_FMA(t, t, a[r * CV + v]);                                         \
+                if ((P) % 2) a[r * CV + v] = V_ADD(a[r * CV + v], NAME(ipow)(V_ABS(t), P));        \
+                else { vec half = NAME(ipow)(t, (P) / 2); a[r * CV + v] = V_FMA(half, half, a[r * CV + v]); } \
             }                                                                                       \
         }                                                                                           \
     }
 
-/* p = 2^(squarings + 1) with every peak of the tile in the caller's safe range: acc[r * CV + v] gets the
- * plain sum of |x - w|^p over k (no rescaling, no power blocks: no term overflows, and the terms that
- * underflow lie below 2^-96 k of the sum's largest). */
-TARGET static void NAME(lp_direct_tile)(const float **xr, int64_t k, const float *wp, int squarings,
-                                        vec *acc) {
+/* Integer 2 <= p <= DIRECT_P_MAX with every peak of the tile in the caller's safe range: acc[r * CV + v]
+ * gets the plain sum of |x - w|^p over k (no rescaling, no power blocks: no term overflows, and the terms
+ * that underflow lie below 2^-96 k of the sum's largest). */
+TARGET static void NAME(lp_direct_tile)(const float **xr, int64_t k, const float *wp, int64_t p, vec *acc) {
     for (int h = 0; h < R; h += RD) {
         vec a[RD * CV];
         for (int i = 0; i < RD * CV; i++) a[i] = V_ZERO();
         const float *wq = wp;
-        switch (squarings) {
-        case 0: DIRECT_SUM((void)0); break;
-        case 1: DIRECT_SUM(t = V_MUL(t, t)); break;
-        case 2: DIRECT_SUM(t = V_MUL(t, t); t = V_MUL(t, t)); break;
-        default: DIRECT_SUM(t = V_MUL(t, t); t = V_MUL(t, t); t = V_MUL(t, t)); break;
-        }
+        FOR_DIRECT_P(DIRECT_SUM, p)
         for (int i = 0; i < RD * CV; i++) acc[h * CV + i] = a[i];
     }
 }
@@ -217,19 +229,19 @@ TARGET static void NAME(lp_direct_tile)(const float **xr, int64_t k, const float
 
 /* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry.
  * With tau > 0 (large p), a vector of ratios all at or below tau is left out of the power and the sum: each
- * such term is below 2^-40 (the caller's tau) while the sum holds a term equal to 1. For p = 2, 4, 8, 16,
- * tiles whose peaks all lie in a safe range sum |x - w|^p directly in registers (lp_direct_tile). */
+ * such term is below 2^-40 (the caller's tau) while the sum holds a term equal to 1. For integer p up to
+ * DIRECT_P_MAX, tiles whose peaks all lie in a safe range sum |x - w|^p directly in registers (lp_direct_tile). */
 TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m, int64_t n0,
                                  int64_t n1, double p, int64_t ip, float tau, float *y) {
     (void)mp;
     vec ratio[KB * R * CV], powered[KB * R * CV];
     int32_t slot[KB * R * CV];
     vec vtau = V_SET1(tau);
-    /* p = 2, 4, 8, 16 sum directly where every peak lies in [lo, hi]: peak^p k stays below 2^120 and
-     * peak^p above 2^-96 k (so terms lost to underflow are < 2^-96 k each, relative to the largest). */
-    int squarings = tau > 0.0f ? -1 : ip == 2 ? 0 : ip == 4 ? 1 : ip == 8 ? 2 : ip == 16 ? 3 : -1;
-    float lo = squarings < 0 ? 0.0f : (float)exp2((log2((double)k) - 96.0) / (double)ip);
-    float hi = squarings < 0 ? 0.0f : (float)exp2((120.0 - log2((double)k)) / (double)ip);
+    /* Integer p <= DIRECT_P_MAX sums directly where every peak lies in [lo, hi]: peak^p k stays below 2^120
+     * and peak^p above 2^-96 k (so terms lost to underflow are < 2^-96 k each, relative to the largest). */
+    int can_direct = ip >= 2 && ip <= DIRECT_P_MAX; /* before the large-p skip, which starts at p = 16 here */
+    float lo = can_direct ? (float)exp2((log2((double)k) - 96.0) / (double)ip) : 0.0f;
+    float hi = can_direct ? (float)exp2((120.0 - log2((double)k)) / (double)ip) : 0.0f;
     for (int64_t r0 = n0; r0 < n1; r0 += R) {
         const float *xr[R];
         int64_t rows[R];
@@ -240,7 +252,7 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
         for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
             vec acc[R * CV], inv[R][CV];
             int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
-            int direct = squarings >= 0;
+            int direct = can_direct;
             for (int r = 0; r < R; r++) {
                 float s[CV * VW];
                 for (int j = 0; j < CV * VW; j++) {
@@ -251,7 +263,7 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
                 for (int v = 0; v < CV; v++) { inv[r][v] = V_LOAD(s + v * VW); acc[r * CV + v] = V_ZERO(); }
             }
             const float *wp = wt + c0 * k;
-            if (direct) NAME(lp_direct_tile)(xr, k, wp, squarings, acc);
+            if (direct) NAME(lp_direct_tile)(xr, k, wp, ip, acc);
             for (int64_t k0 = 0; k0 < k && !direct; k0 += KB) {
                 int64_t kb = k - k0 < KB ? k - k0 : KB, kept = 0;
                 for (int64_t kk = k0; kk < k0 + kb; kk++, wp += CV * VW) {
@@ -294,6 +306,15 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
 
 #define GB 128 /* vectors of k per power block in the backward pass */
 
+/* gx[o] += c, gw[o] -= c with c = g t |t|^(P-2) = g sign(t) |t|^(P-1), t = (x - w) / y, in registers. */
+#define DIRECT_GRAD(P)                                                                              \
+    for (int64_t o = 0; o < kv_end; o += VW) {                                                     \
+        vec t = V_MUL(V_SUB(V_LOAD(xr + o), V_LOAD(wr + o)), vinv);                                 \
+        vec c = V_MUL(vcoef, V_MUL(t, NAME(ipow)((P) % 2 ? V_ABS(t) : t, (P) - 2)));              \
+        if (gxr) V_STORE(gxr + o, V_ADD(V_LOAD(gxr + o), c));                                       \
+        if (gwr) V_STORE(gwr + o, V_SUB(V_LOAD(gwr + o), c));                                       \
+    }
+
 /* Finite p backward over one tile of rows [i0, i1) of x and [j0, j1) of w: the coefficient
  * c = g[i, j] (|x_i - w_j| / y[i, j])^(p-1) sign(x_i - w_j) is computed once, added to gx[i] and
  * subtracted from gw[j] (either may be NULL). Concurrent tiles write disjoint rows: no races.
@@ -306,6 +327,7 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
     vec ratio[GB], powered[GB];
     int32_t live[GB];
     vec vtau = V_SET1(tau);
+    int direct = tau <= 0.0f && ip1 >= 1 && ip1 < DIRECT_P_MAX; /* integer p = ip1 + 1 <= DIRECT_P_MAX */
     for (int64_t i = i0; i < i1; i++) {
         const float *xr = x + i * k;
         float *gxr = gx ? gx + i * k : NULL;
@@ -316,7 +338,8 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
             float *gwr = gw ? gw + j * k : NULL;
             float inv = 1.0f / yy;
             vec vinv = V_SET1(inv), vcoef = V_SET1(gy);
-            for (int64_t k0 = 0; k0 < kv_end; k0 += GB * VW) {
+            if (direct) FOR_DIRECT_P(DIRECT_GRAD, ip1 + 1) /* no power blocks; a constant exponent per loop */
+            for (int64_t k0 = 0; k0 < kv_end && !direct; k0 += GB * VW) {
                 int64_t count = (kv_end - k0) / VW < GB ? (kv_end - k0) / VW : GB, kept = 0;
                 if (tau > 0.0f) {
                     for (int64_t c = 0; c < count; c++) {
@@ -354,5 +377,8 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
 #undef KB
 #undef RD
 #undef GB
+#undef DIRECT_GRAD
+#undef FOR_DIRECT_P
+#undef DIRECT_P_MAX
 #undef R
 #undef NAME
