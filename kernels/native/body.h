@@ -227,6 +227,44 @@ TARGET static void NAME(lp_direct_tile)(const float **xr, int64_t k, const float
 }
 #undef DIRECT_SUM
 
+/* t[i] <- t[i]^e for n vectors and a run-time integer e >= 1, by the bits of e (n is a constant at each call). */
+TARGET static inline void NAME(vpow_bits)(vec *t, int n, int64_t e) {
+    vec r[CV > 4 ? CV : 4];
+    for (; !(e & 1); e >>= 1)
+        for (int i = 0; i < n; i++) t[i] = V_MUL(t[i], t[i]);
+    for (int i = 0; i < n; i++) r[i] = t[i];
+    while (e >>= 1) {
+        for (int i = 0; i < n; i++) t[i] = V_MUL(t[i], t[i]);
+        if (e & 1)
+            for (int i = 0; i < n; i++) r[i] = V_MUL(r[i], t[i]);
+    }
+    for (int i = 0; i < n; i++) t[i] = r[i];
+}
+
+/* Integer p > DIRECT_P_MAX: acc[r * CV + v] = sum_k (|x - w| inv[r][v])^p in registers, one row at a time (the
+ * inverse peaks hold the registers other rows' sums would need). Where every ratio of a step is at or below
+ * tau (> 0), its terms are below 2^-40 of the sum's largest and are left out. */
+TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float *wp, int64_t p, vec inv[R][CV],
+                                        float tau, vec *acc) {
+    vec vtau = V_SET1(tau);
+    for (int r = 0; r < R; r++) {
+        vec a[CV], iv[CV];
+        for (int v = 0; v < CV; v++) { a[v] = V_ZERO(); iv[v] = inv[r][v]; }
+        const float *wq = wp;
+        for (int64_t kk = 0; kk < k; kk++, wq += CV * VW) {
+            vec xb = V_SET1(xr[r][kk]), t[CV], top = V_ZERO();
+            for (int v = 0; v < CV; v++) {
+                t[v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + v * VW))), iv[v]);
+                top = V_MAX(top, t[v]);
+            }
+            if (!VM_ANY(V_GT(top, vtau))) continue;
+            NAME(vpow_bits)(t, CV, p);
+            for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], t[v]);
+        }
+        for (int v = 0; v < CV; v++) acc[r * CV + v] = a[v];
+    }
+}
+
 /* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry.
  * With tau > 0 (large p), a vector of ratios all at or below tau is left out of the power and the sum: each
  * such term is below 2^-40 (the caller's tau) while the sum holds a term equal to 1. For integer p up to
@@ -264,7 +302,9 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
             }
             const float *wp = wt + c0 * k;
             if (direct) NAME(lp_direct_tile)(xr, k, wp, ip, acc);
-            for (int64_t k0 = 0; k0 < k && !direct; k0 += KB) {
+            int scaled = !direct && ip > DIRECT_P_MAX;
+            if (scaled) NAME(lp_scaled_tile)(xr, k, wp, ip, inv, tau, acc);
+            for (int64_t k0 = 0; k0 < k && !direct && !scaled; k0 += KB) {
                 int64_t kb = k - k0 < KB ? k - k0 : KB, kept = 0;
                 for (int64_t kk = k0; kk < k0 + kb; kk++, wp += CV * VW) {
                     vec w[CV];
@@ -315,6 +355,26 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
         if (gwr) V_STORE(gwr + o, V_SUB(V_LOAD(gwr + o), c));                                       \
     }
 
+/* gx[o..] += c, gw[o..] -= c over N vectors from o, c = g t |t|^(p-2), t = (x - w) / y, for a run-time integer
+ * p - 2 >= 1; a group whose ratios all lie at or below tau (> 0) has coefficients below 2^-40 |g| and is left out. */
+#define SCALED_GRAD(N)                                                                              \
+    {                                                                                               \
+        vec t[N], a[N], top = V_ZERO();                                                             \
+        for (int u = 0; u < (N); u++) {                                                             \
+            t[u] = V_MUL(V_SUB(V_LOAD(xr + o + u * VW), V_LOAD(wr + o + u * VW)), vinv);            \
+            a[u] = V_ABS(t[u]);                                                                     \
+            top = V_MAX(top, a[u]);                                                                 \
+        }                                                                                           \
+        if (VM_ANY(V_GT(top, vtau))) {                                                              \
+            NAME(vpow_bits)(a, (N), ip1 - 1);                                                       \
+            for (int u = 0; u < (N); u++) {                                                         \
+                vec c = V_MUL(vcoef, V_MUL(t[u], a[u]));                                            \
+                if (gxr) V_STORE(gxr + o + u * VW, V_ADD(V_LOAD(gxr + o + u * VW), c));             \
+                if (gwr) V_STORE(gwr + o + u * VW, V_SUB(V_LOAD(gwr + o + u * VW), c));             \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
 /* Finite p backward over one tile of rows [i0, i1) of x and [j0, j1) of w: the coefficient
  * c = g[i, j] (|x_i - w_j| / y[i, j])^(p-1) sign(x_i - w_j) is computed once, added to gx[i] and
  * subtracted from gw[j] (either may be NULL). Concurrent tiles write disjoint rows: no races.
@@ -328,6 +388,7 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
     int32_t live[GB];
     vec vtau = V_SET1(tau);
     int direct = tau <= 0.0f && ip1 >= 1 && ip1 < DIRECT_P_MAX; /* integer p = ip1 + 1 <= DIRECT_P_MAX */
+    int scaled = ip1 >= DIRECT_P_MAX; /* larger integer p, in registers with a run-time exponent */
     for (int64_t i = i0; i < i1; i++) {
         const float *xr = x + i * k;
         float *gxr = gx ? gx + i * k : NULL;
@@ -339,7 +400,12 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
             float inv = 1.0f / yy;
             vec vinv = V_SET1(inv), vcoef = V_SET1(gy);
             if (direct) FOR_DIRECT_P(DIRECT_GRAD, ip1 + 1) /* no power blocks; a constant exponent per loop */
-            for (int64_t k0 = 0; k0 < kv_end && !direct; k0 += GB * VW) {
+            if (scaled) {
+                int64_t o = 0;
+                for (; o + 4 * VW <= kv_end; o += 4 * VW) SCALED_GRAD(4)
+                for (; o < kv_end; o += VW) SCALED_GRAD(1)
+            }
+            for (int64_t k0 = 0; k0 < kv_end && !direct && !scaled; k0 += GB * VW) {
                 int64_t count = (kv_end - k0) / VW < GB ? (kv_end - k0) / VW : GB, kept = 0;
                 if (tau > 0.0f) {
                     for (int64_t c = 0; c < count; c++) {
@@ -378,6 +444,7 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
 #undef RD
 #undef GB
 #undef DIRECT_GRAD
+#undef SCALED_GRAD
 #undef FOR_DIRECT_P
 #undef DIRECT_P_MAX
 #undef R
