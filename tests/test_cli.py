@@ -85,7 +85,7 @@ def test_zoo_list_info_download(capsys):
     assert main(["zoo", "info", "default"]) == 0
     assert "library_name: linfdist" in capsys.readouterr().out
     assert main(["zoo", "download", "mnist-5x256-eps0.1"]) == 0
-    assert "3 files checked" in capsys.readouterr().out
+    assert "4 files checked" in capsys.readouterr().out
     assert main(["zoo", "download", "default"]) == 0
     assert "mnist-5x512-eps0.1: 4 files checked" in capsys.readouterr().out
     assert main(["zoo", "info", "mnist-5x265"]) == 2
