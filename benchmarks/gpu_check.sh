@@ -5,6 +5,7 @@
 #                  runtimes in the verifier) plus the Triton kernel tests on the device
 #   bench-gpu.txt/.json  linfdist bench at the paper shapes (p = inf and 8, fwd/bwd/bounds/step) against
 #                  torch.cdist in the same run
+#   native-cpu.txt, bench-cpu.json  the native CPU kernels on the host's CPU (AVX-512 where it has it)
 # Usage through the device tool, from the repository root: bash benchmarks/gpu_check.sh [pytest-seconds]
 # The image holds every dependency (KINDS.md): the package installs from the tree without an index.
 set -u
@@ -26,3 +27,14 @@ $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$OUT/ins
 tail -5 "$OUT/pytest-gpu.txt"
 timeout 240 $PY -m linfdist bench --device cuda --shapes paper --p inf,8 --json "$OUT/bench-gpu.json" 2>&1 \
   | tee "$OUT/bench-gpu.txt" | tail -30
+# The device host's own CPU (issue 9): the native kernels' tests on every instruction set it runs (AVX-512
+# where it has it, which this project's 2-core development machine lacks) and the CPU benchmark on 2 threads,
+# comparable with the README's table.
+{
+  grep -m1 "model name" /proc/cpuinfo; nproc
+  $PY -c "from linfdist.kernels import native as n; print('native', n.available(), n.supported_isas(), n.reason())"
+  timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_native_kernels.py 2>&1 | tail -5
+  timeout 150 $PY -m linfdist bench --device cpu --shapes small --backends native,torch,cdist --p inf,8 \
+    --threads 2 --repeat 3 --json "$OUT/bench-cpu.json" 2>&1
+} > "$OUT/native-cpu.txt" 2>&1
+tail -25 "$OUT/native-cpu.txt"
