@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run", help="run folder (metrics.jsonl, recipe.json); its model/ copy is redrawn too")
     c.add_argument("--reference", metavar="LOG", help="the v2 authors' logs/<task>/test_inf.log to draw beside ours")
     c.add_argument("--reference-label", default="v2 authors", help="legend name of the reference run")
-    c.add_argument("--reference-epochs", type=int, default=450, help="epochs of the reference run (default 450)")
+    c.add_argument("--reference-epochs", type=int, default=None,
+                   help="epochs of the reference run (default: the log's last epoch)")
 
     e = sub.add_parser("export", help="write a checkpoint as ONNX (ai.linfdist::LpDist with its function body)")
     e.add_argument("model", nargs="?", default="default",

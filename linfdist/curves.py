@@ -26,9 +26,10 @@ class ReferenceRun:
     points: list[tuple[int, float, float]]  # (epoch, clean %, certified %)
 
 
-def read_v2_test_log(path: Path, label: str, epochs: int) -> ReferenceRun:
+def read_v2_test_log(path: Path, label: str, epochs: int | None = None) -> ReferenceRun:
     """The v2 authors' ``logs/<task>/test_inf.log`` (tab-separated epoch, acc, certified as
-    fractions, evaluated at p = ∞): one ReferenceRun, or a ValueError naming the bad line."""
+    fractions, evaluated at p = ∞): one ReferenceRun, or a ValueError naming the bad line.
+    ``epochs`` (the run's length) defaults to the last logged epoch: their logs run to the end."""
     lines = Path(path).read_text().splitlines()
     if not lines or lines[0].split() != ["epoch", "acc", "certified"]:
         raise ValueError(f"{path}: expected a header 'epoch acc certified' (the v2 code's test_inf.log)")
@@ -43,7 +44,7 @@ def read_v2_test_log(path: Path, label: str, epochs: int) -> ReferenceRun:
             raise ValueError(f"{path}:{number}: not 'epoch acc certified': {line!r}") from exc
     if not points:
         raise ValueError(f"{path}: no epochs")
-    return ReferenceRun(label, epochs, points)
+    return ReferenceRun(label, epochs or points[-1][0], points)
 
 
 def run_summary(records: list[dict]) -> dict:

@@ -310,3 +310,12 @@ def test_gpu_run_resumes_on_the_cpu_and_certifies(shared_data, tmp_path):
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["device"] == device_name("cuda") and records[1]["device"] == device_name("cpu")
     assert "certified accuracy" in (target / "README.md").read_text()
+
+
+def test_a_published_log_is_as_long_as_its_last_epoch_unless_told(tmp_path):
+    from linfdist.curves import read_v2_test_log
+
+    log = tmp_path / "test_inf.log"
+    log.write_text("epoch\tacc\tcertified\n4\t0.27\t0.09\n1300\t0.54\t0.40\n")
+    assert read_v2_test_log(log, "v2").epochs == 1300
+    assert read_v2_test_log(log, "v2", 450).epochs == 450
