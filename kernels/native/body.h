@@ -336,8 +336,8 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
                 for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r * CV + v]);
                 for (int64_t j = 0; j < width; j++) {
                     float *o = y + (r0 + r) * m + c0 + j;
-                    float scaled = (direct ? 1.0f : *o) * powf(sums[j], (float)(1.0 / p));
-                    *o = scaled > *o ? scaled : *o; /* ||.||_p >= ||.||_inf despite the rounded 1/peak */
+                    float norm = (direct ? 1.0f : *o) * powf(sums[j], (float)(1.0 / p));
+                    *o = norm > *o ? norm : *o; /* ||.||_p >= ||.||_inf despite the rounded 1/peak */
                 }
             }
         }
