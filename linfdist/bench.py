@@ -2,8 +2,8 @@
 
 Each row times one (shape, p, pass, backend): ``fwd`` (forward, no autograd),
 ``bwd`` (backward only, from a saved forward), ``bounds`` (ℓ∞ interval bounds,
-forward) or ``step`` (one training step of a 5-layer net: forward, cross-entropy,
-backward, Adam). Element-ops/s is N·M·K per second for every pass (for ``step``,
+forward) or ``step`` (one training step of a net: forward, cross-entropy, backward, Adam;
+the 5-layer MNIST net or the 6-layer CIFAR-10 net, on random inputs of their shape). Element-ops/s is N·M·K per second for every pass (for ``step``,
 the sum over layers); the ratios divide the torch.cdist and pure-torch times of
 the same case by the row's time, so noise between machines cancels.
 """
@@ -24,6 +24,8 @@ SHAPES = {
     "paper": [(512, 5120, 784), (512, 5120, 3072), (512, 5120, 5120)],
 }
 PASSES = ("fwd", "bwd", "bounds", "step")
+#: The step benchmark's nets: name -> (depth, input shape), as the training recipes build them.
+NETS = {"mnist": (5, (1, 28, 28)), "cifar10": (6, (3, 32, 32))}
 BACKENDS = ("triton", "native", "torch", "torch-compile", "cdist")
 
 
@@ -102,16 +104,17 @@ def timed_call(backend: str, pass_: str, p: float, n: int, m: int, k: int, devic
     return lambda: torch.autograd.grad(y, (x, w), g, retain_graph=True)
 
 
-def step_call(backend: str, p: float, width: int, batch: int, device: str):
-    """One Adam training step of a 5×width LinfDistNet on MNIST-shaped inputs."""
+def step_call(backend: str, p: float, width: int, batch: int, device: str, net: str = "mnist"):
+    """One Adam training step of a depth×width LinfDistNet (``NETS[net]``) on random inputs."""
     from linfdist.models import LinfDistNet, LinfDistNetConfig
 
-    model = LinfDistNet(LinfDistNetConfig(depth=5, width=width, p=p)).to(device)
+    depth, input_shape = NETS[net]
+    model = LinfDistNet(LinfDistNetConfig(input_shape=list(input_shape), depth=depth, width=width, p=p)).to(device)
     model.set_backend(backend)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.rand(batch, 1, 28, 28, device=device, generator=gen)
+    x = torch.rand(batch, *input_shape, device=device, generator=gen)
     labels = torch.randint(0, 10, (batch,), device=device, generator=gen)
 
     def step():
@@ -120,7 +123,7 @@ def step_call(backend: str, p: float, width: int, batch: int, device: str):
         loss.backward()
         optimizer.step()
 
-    layers = [(784, width)] + [(width, width)] * 4 + [(width, 10)]
+    layers = [(math.prod(input_shape), width)] + [(width, width)] * (depth - 2) + [(width, 10)]
     return step, sum(batch * m * k for k, m in layers)
 
 
@@ -144,7 +147,7 @@ def available_backends(device: str) -> list[str]:
 
 
 def run(shapes, ps, passes, backends, device: str, repeat: int, width: int = 5120, batch: int = 512,
-        report=None) -> list[Row]:
+        report=None, net: str = "mnist") -> list[Row]:
     """Measure every case; ``report(row)`` is called as each row is ready."""
     rows = []
     for p in ps:
@@ -158,8 +161,8 @@ def run(shapes, ps, passes, backends, device: str, repeat: int, width: int = 512
                     if pass_ == "bounds" and not math.isinf(p) and backend == "triton":
                         continue
                     if pass_ == "step":
-                        fn, elements = step_call(backend, p, width, batch, device)
-                        label = f"5x{width} net, batch {batch}"
+                        fn, elements = step_call(backend, p, width, batch, device, net)
+                        label = f"{NETS[net][0]}x{width} {net} net, batch {batch}"
                     else:
                         fn, elements = timed_call(backend, pass_, p, *dims, device), math.prod(dims)
                     case_rows.append(Row(label, p, pass_, backend, median_seconds(fn, device, repeat), elements))

@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backends", help="comma-separated: triton, torch, torch-compile, cdist (default: all that run here, "
                                       "but not torch-compile or the Triton interpreter)")
     b.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported (default 5)")
-    b.add_argument("--width", type=int, default=5120, help="hidden width of the step benchmark's 5-layer net")
+    b.add_argument("--net", choices=["cifar10", "mnist"], default="mnist",
+                   help="the step benchmark's net: mnist (5 layers, 784 inputs) or cifar10 (6 layers, 3072 inputs)")
+    b.add_argument("--width", type=int, default=5120, help="hidden width of the step benchmark's net")
     b.add_argument("--batch", type=int, default=512, help="batch size of the step benchmark")
     b.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -259,7 +261,8 @@ def cmd_bench(args) -> int:
           f"{time.strftime('%Y-%m-%d')}; median of {args.repeat}")
     print(bench.format_line(bench.HEADER), flush=True)
     report = lambda row: print(bench.format_line(bench.format_row(row)), flush=True)  # noqa: E731
-    rows = bench.run(shapes, ps, passes, backends, device, args.repeat, args.width, args.batch, report=report)
+    rows = bench.run(shapes, ps, passes, backends, device, args.repeat, args.width, args.batch, report=report,
+                     net=args.net)
     if args.json:
         doc = {"schema": "linfdist.bench/1", "device": device_name(device), "torch": torch.__version__,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [r.as_dict() for r in rows]}

@@ -47,7 +47,14 @@ def test_bench_runs_triton_rows_under_the_interpreter(capsys):
 def test_step_benchmark_counts_every_layer():
     fn, elements = bench.step_call("torch", float("inf"), width=16, batch=4, device="cpu")
     fn()
-    assert elements == 4 * (784 * 16 + 4 * 16 * 16 + 16 * 10)
+    assert elements == 4 * (784 * 16 + 3 * 16 * 16 + 16 * 10)  # depth 5: five ℓ∞-dist layers
+
+
+def test_step_benchmark_builds_the_cifar_net():
+    fn, elements = bench.step_call("torch", 8.0, width=16, batch=4, device="cpu", net="cifar10")
+    fn()
+    assert elements == 4 * (3072 * 16 + 4 * 16 * 16 + 16 * 10)
+    assert set(bench.NETS) == {"mnist", "cifar10"}  # the CLI's --net choices list these
 
 
 @pytest.mark.parametrize("argv, message", [
