@@ -34,10 +34,11 @@ _FAST_LOG2 = tl.constexpr(not interpreting())
 def power01(r, e, E_INT: tl.constexpr, E_BITS: tl.constexpr):
     """r**e for r in [0, 1]: repeated squaring when E_INT ≥ 0 (then e == E_INT), else exp2(e·log2 r)."""
     if E_INT < 0:
+        log2_r = tl.log2(r)
         if _FAST_LOG2:
-            result = tl.exp2(e * libdevice.fast_log2f(r))
-        else:
-            result = tl.exp2(e * tl.log2(r))
+            if r.dtype == tl.float32:  # lg2.approx is float32-only; float64 keeps tl.log2
+                log2_r = libdevice.fast_log2f(r)
+        result = tl.exp2(e * log2_r)
     elif E_INT == 0:
         result = tl.full(r.shape, 1.0, r.dtype)
     else:
