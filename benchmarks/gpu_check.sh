@@ -5,10 +5,10 @@
 #   native.txt       the native CPU kernels' tests on every instruction set the host runs (AVX-512 where it
 #                    has it, which the project's 2-core development machine lacks) and the CPU bench on
 #                    2 threads, comparable with the README's table (issue 9); bench-cpu.json
-#   pytest-gpu.txt   the Triton kernel tests on the GPU and the other CUDA tests (GPU training that resumes
+#   pytest-gpu.txt   the Triton kernel tests on the GPU (8 workers: one at a time took over 150 s, mostly compiling) and the other CUDA tests (GPU training that resumes
 #                    on the CPU, the verifier's torch-triton / ORT CUDA runtimes)
 #   bench-gpu.txt/.json   linfdist bench at the paper shapes (p = inf and 8, fwd/bwd/bounds) against
-#                    torch.cdist in the same run, then one Adam step of the 5x5120 MNIST net and of the
+#                    torch.cdist in the same run (the pure-torch rows took seconds each and ran past the limit), then one Adam step of the 5x5120 MNIST net and of the
 #                    6-layer CIFAR-10 nets (width 512 as trained on the CPU, 5120 as in the papers)
 # Usage through the device tool, from the repository root:
 #   bash benchmarks/gpu_check.sh
@@ -45,7 +45,7 @@ echo "== native CPU kernels (issue 9)"
 
 echo "== GPU tests"
 {
-  timeout 150 $PY -m pytest -q -p no:cacheprovider --timeout 60 tests/test_triton_kernels.py 2>&1 | tail -40
+  timeout 150 $PY -m pytest -q -p no:cacheprovider -n 8 --timeout 60 tests/test_triton_kernels.py 2>&1 | tail -40
   timeout 60 $PY -m pytest -q -p no:cacheprovider --timeout 50 tests/test_train.py tests/test_verify_cli.py \
     -k "cuda or gpu" 2>&1 | tail -15
 } 2>&1 | tee "$OUT/pytest-gpu.txt" | tail -20
@@ -53,10 +53,10 @@ echo "== GPU tests"
 echo "== GPU bench"
 {
   timeout 100 $PY -m linfdist bench --device cuda --shapes paper --p inf,8 --passes fwd,bwd,bounds --repeat 3 \
-    --json "$OUT/bench-gpu.json" 2>&1
+    --backends triton,cdist --json "$OUT/bench-gpu.json" 2>&1
   for net in "mnist 5120" "cifar10 512" "cifar10 5120"; do
     set -- $net
     timeout 25 $PY -m linfdist bench --device cuda --passes step --net "$1" --width "$2" --batch 512 --p inf,8 \
-      --backends triton,torch --repeat 3 2>&1 | tail -n +2
+      --backends triton --repeat 3 2>&1 | tail -n +2
   done
 } 2>&1 | tee "$OUT/bench-gpu.txt"
