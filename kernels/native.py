@@ -33,6 +33,7 @@ _SIGNATURES = {
     "ld_lp_backward": ([_F, _F, _F, _F, _I64, _I64, _I64, ctypes.c_double, _F, _F, ctypes.c_int, ctypes.c_int],
                        ctypes.c_int),
     "ld_linf_backward": ([_F, _F, _I32, _F, _I64, _I64, _I64, _F, _F, ctypes.c_int], ctypes.c_int),
+    "ld_pack_panels": ([_F, _I64, _I64, _I64, _I64, _F, ctypes.c_int, ctypes.c_int], ctypes.c_int),
 }
 _STATE: dict = {}
 
@@ -112,13 +113,15 @@ def _operands(weight: torch.Tensor, *inputs: torch.Tensor) -> None:
 
 
 def _panels(weight: torch.Tensor, isa: int, lib) -> tuple[torch.Tensor, int]:
-    """(W packed as panels [Mp / T, K, T] of the kernel's tile width T, zero padded; Mp)."""
+    """(W packed as panels [Mp / T, K, T] of the kernel's tile width T, zero padded; Mp), packed by the
+    library's threads straight from W's strides."""
     m, k = weight.shape
     tile = lib.ld_tile_width(isa)
     mp = -(-m // tile) * tile
-    padded = weight.new_zeros(mp, k)
-    padded[:m] = weight
-    return padded.view(mp // tile, tile, k).transpose(1, 2).contiguous(), mp
+    wt = weight.new_empty(mp // tile, k, tile)
+    _check(lib.ld_pack_panels(_ptr(weight), m, k, weight.stride(0), weight.stride(1), _ptr(wt), isa, _threads()),
+           "panel packing")
+    return wt, mp
 
 
 def _threads() -> int:

@@ -55,6 +55,22 @@ def test_linf_forward_index_and_gradients_equal_the_reference_bitwise(n, m, k, i
     assert all(torch.equal(a, b) for a, b in zip(grads, ref))
 
 
+@pytest.mark.parametrize("m,k", [(1, 1), (23, 5), (65, 300), (130, 17)])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced"])
+def test_panels_are_w_transposed_in_column_blocks(m, k, layout, isa, threads):
+    """The packing the forward kernels read: panel p holds W^T[:, p·T:(p+1)·T], zero past row m."""
+    w = torch.randn(m, k)
+    strided = {"contiguous": w, "transposed": w.t().contiguous().t(),
+               "sliced": torch.stack([w, torch.full_like(w, float("nan"))], -1).view(m, 2 * k)[:, ::2]}[layout]
+    assert torch.equal(strided, w)
+    lib, code = native._load()
+    wt, mp = native._panels(strided, code, lib)
+    tile = lib.ld_tile_width(code)
+    assert mp % tile == 0 and m <= mp < m + tile and wt.shape == (mp // tile, k, tile)
+    padded = torch.cat([w, torch.zeros(mp - m, k)])
+    assert torch.equal(wt, padded.view(mp // tile, tile, k).transpose(1, 2))
+
+
 @pytest.mark.parametrize("layout", ["transposed", "sliced"])
 def test_non_contiguous_inputs(layout, isa):
     x, w = operands(9, 30, 40, layout=layout)

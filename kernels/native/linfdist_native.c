@@ -239,6 +239,37 @@ static int check(int isa, int64_t n, int64_t k, int64_t m) {
     return 0;
 }
 
+/* ---- W packed as panels [mp / T, k, T]: column blocks of W^T, rows of W past m zero ---- */
+
+typedef struct { const float *w; int64_t m, k, sm, sk, tile; float *wt; } pack_args;
+
+static void pack_range(void *a, int64_t b, int64_t e) {
+    const pack_args *p = (const pack_args *)a;
+    const int64_t t = p->tile, block = 256; /* k in blocks, so a block of the panel stays in L1 */
+    for (int64_t panel = b; panel < e; panel++) {
+        float *dst = p->wt + panel * p->k * t;
+        for (int64_t k0 = 0; k0 < p->k; k0 += block) {
+            int64_t k1 = k0 + block < p->k ? k0 + block : p->k;
+            for (int64_t j = 0; j < t; j++) {
+                int64_t row = panel * t + j;
+                const float *src = p->w + row * p->sm;
+                for (int64_t kk = k0; kk < k1; kk++) dst[kk * t + j] = row < p->m ? src[kk * p->sk] : 0.0f;
+            }
+        }
+    }
+}
+
+/* Pack w [m, k] (element strides sm, sk) into wt [mp / T, k, T], T = ld_tile_width(isa), mp = m rounded
+ * up to T, as the forward kernels take it. Returns 0, or < 0 on bad arguments. */
+int ld_pack_panels(const float *w, int64_t m, int64_t k, int64_t sm, int64_t sk, float *wt, int isa, int threads) {
+    if (!supported(isa)) return -1;
+    if (m < 0 || k < 1) return -2;
+    int64_t t = ld_tile_width(isa);
+    pack_args args = {w, m, k, sm, sk, t, wt};
+    parallel(pack_range, &args, (m + t - 1) / t, threads, 1);
+    return 0;
+}
+
 static void linf_range(void *a, int64_t b, int64_t e) {
     call *c = (call *)a;
     DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->out, c->idx);
