@@ -30,7 +30,7 @@ from linfdist.data import INPUT_SHAPES, load_dataset
 from linfdist.device import device_name
 from linfdist.evaluate import evaluate, pixels
 from linfdist.files import atomic_path
-from linfdist.models import LinfDistNet, LinfDistNetMLP
+from linfdist.models import LinfDistNet, LinfDistNetMLP, load_pretrained
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -88,6 +88,7 @@ class Recipe:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     backend: str = "auto"
+    init_from: str = ""  # a checkpoint folder whose weights start the run (fine-tuning); "" = random init
 
     @classmethod
     def from_dict(cls, data: dict) -> "Recipe":
@@ -177,6 +178,13 @@ RECIPES = {
     "cifar10-8-cpu": Recipe(name="cifar10-8-cpu", eps_test=8 / 255, eps_train=24 / 255, **_CIFAR_CPU),
     "cifar10-2-cpu": Recipe(name="cifar10-2-cpu", eps_test=2 / 255, eps_train=10 / 255,
                             **dict(_CIFAR_CPU, ce_lambda_start=0.05, ce_lambda_end=0.002)),
+    # From scratch, 60 CPU epochs at 2/255 certify less than the 8/255 model does at 2/255 (28.5% against 39.5%):
+    # the p schedule is too short for the lower ε_train to pay off. This one fine-tunes that model at p = ∞
+    # with v2's 2/255 loss (ε_train 10/255) and the late part of its λ and learning-rate schedules.
+    "cifar10-2-ft-cpu": Recipe(name="cifar10-2-ft-cpu", eps_test=2 / 255, eps_train=10 / 255,
+                               init_from="cifar10-6x512-eps8_255",
+                               **dict(_CIFAR_CPU, epochs=15, p_warm_epochs=0, p_inf_epochs=15, lr=0.01,
+                                      ce_lambda_start=0.01, ce_lambda_end=0.002)),
     # Under 15 minutes on 2 CPU cores.
     "mnist-tiny": Recipe(
         name="mnist-tiny", dataset="mnist", depth=5, width=128, eps_test=0.1, eps_train=0.15, eps_ramp_epochs=3,
@@ -247,6 +255,21 @@ def build_model(recipe: Recipe):
         raise ValueError(f"unknown architecture {recipe.architecture!r}; known: LinfDistNet, LinfDistNetMLP")
     model.set_backend(recipe.backend)
     return model
+
+
+def start_from(model, recipe: Recipe) -> None:
+    """Copy the weights of ``recipe.init_from`` (a checkpoint folder, else a zoo name, its files checked
+    against the registry) into the recipe's model, refusing another net (architecture, data, size) with one line."""
+    from linfdist import zoo
+
+    folder = Path(recipe.init_from)
+    source = load_pretrained(folder) if folder.is_dir() else zoo.load(recipe.init_from)
+    mine, theirs = model.config.to_dict(), source.config.to_dict()
+    differ = sorted(k for k in ("architecture", "dataset", "input_shape", "depth", "width", "num_classes",
+                                "mean", "std", "identity_value", "head_hidden") if mine.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(f"init_from {recipe.init_from}: its net differs from the recipe's in {', '.join(differ)}")
+    model.load_state_dict(source.state_dict())
 
 
 def ce_lambda_at(recipe: Recipe, epoch: float) -> float:
@@ -479,6 +502,8 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
     run = Run(recipe, ckpt_path, device)
     if resume:
         run.restore()
+    elif recipe.init_from:
+        start_from(run.model, recipe)
     (out / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2) + "\n")
     stop = stop or StopRequest()
     x_all, y_all = pixels(train_x), torch.from_numpy(train_y).long()

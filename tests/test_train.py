@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from linfdist.device import device_name
+from linfdist.models import load_pretrained
 from linfdist.nn import LpDistLinear
 from linfdist.train import (
     RECIPES,
     Recipe,
+    Run,
     StopRequest,
     _make_optimizer,
     build_model,
@@ -26,6 +28,7 @@ from linfdist.train import (
     random_crop,
     random_flip,
     reproduce_command,
+    start_from,
     train,
 )
 
@@ -319,3 +322,18 @@ def test_a_published_log_is_as_long_as_its_last_epoch_unless_told(tmp_path):
     log.write_text("epoch\tacc\tcertified\n4\t0.27\t0.09\n1300\t0.54\t0.40\n")
     assert read_v2_test_log(log, "v2").epochs == 1300
     assert read_v2_test_log(log, "v2", 450).epochs == 450
+
+
+def test_init_from_starts_the_run_at_a_checkpoints_weights(shared_data, tmp_path):
+    first = train(_smoke(epochs=1), tmp_path / "first", data_dir=shared_data, progress=False)
+    recipe = _smoke(epochs=1, init_from=str(first))
+    run = Run(recipe, tmp_path / "second" / "checkpoint.pt")
+    start_from(run.model, recipe)
+    source = load_pretrained(first)
+    assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), source.state_dict().values()))
+    assert not torch.equal(next(Run(_smoke(epochs=1), tmp_path / "c.pt").model.parameters()),
+                           next(run.model.parameters()))  # a random init differs
+    with pytest.raises(ValueError, match="differs from the recipe's in width"):
+        start_from(Run(_smoke(width=48), tmp_path / "w.pt").model, _smoke(width=48, init_from=str(first)))
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'"):
+        start_from(run.model, _smoke(init_from="no-such-model"))
