@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("verify", help="certify a model with the independent verifier; compare runtimes")
-    from linfdist.verify.cli import add_arguments
+    from linfdist.verify.cli import add_arguments, eps_value
 
     add_arguments(v, "an .onnx file, a checkpoint folder or a zoo name (default: the bundled model)")
     v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv = zsub.add_parser("convert", help="turn an L_inf-dist-net (v1) or -v2 checkpoint (.pth) into a Hub-layout folder")
     conv.add_argument("checkpoint", help="their .pth ({'state_dict': ...}: v1 MLP or v2 MLPModel, recognised by its keys)")
     conv.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "cifar10"])
-    conv.add_argument("--eps", type=float, required=True, help="the ε it was trained for, in pixel units")
+    conv.add_argument("--eps", type=eps_value, required=True, help="the ε it was trained for, in pixel units (0.3, 8/255)")
     conv.add_argument("-o", "--output", required=True, help="folder to write (config.json + model.safetensors)")
     rec = zsub.add_parser("recertify", help="re-derive a bundled model's figures with the verifier; "
                                             "rewrite its card and registry entry")

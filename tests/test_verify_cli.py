@@ -167,3 +167,20 @@ def test_torch_triton_and_ort_cuda_agree_with_the_reference_on_a_gpu(default_onn
     for row in report.runtimes[1:]:
         if row.available:
             assert row.outside_rounding_bound == 0 and row.differing == [], row.name
+
+
+@pytest.mark.parametrize("text, value", [("0.3", 0.3), ("8/255", 8 / 255), ("2/255", 2 / 255), ("0", 0.0)])
+def test_eps_takes_numbers_and_fractions(text, value):
+    from linfdist.verify.cli import eps_value
+
+    assert eps_value(text) == value
+
+
+@pytest.mark.parametrize("text", ["8/0", "abc", "-1", "inf", "1/2/3", "nan"])
+def test_eps_refuses_what_is_not_a_radius(text):
+    import argparse
+
+    from linfdist.verify.cli import eps_value
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        eps_value(text)

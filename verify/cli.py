@@ -19,11 +19,24 @@ class UsageError(ValueError):
     """Bad arguments: printed as one line, exit status 2."""
 
 
+def eps_value(text: str) -> float:
+    """An ℓ∞ radius as a number or a fraction as papers write it ("0.1", "8/255"); ≥ 0 and finite."""
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or fraction such as 0.3 or 8/255") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: ε must be finite and >= 0")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("model", nargs="?", help=model_help)
     parser.add_argument("--dataset", choices=DATASETS, help="default: the dataset in the model's metadata")
     parser.add_argument("--data-dir", help="folder with the datasets (default: $LINFDIST_DATA, else bundled MNIST test)")
-    parser.add_argument("--eps", type=float, help="ℓ∞ radius in pixel units (default: the model's trained ε)")
+    parser.add_argument("--eps", type=eps_value,
+                        help="ℓ∞ radius in pixel units, e.g. 0.3 or 8/255 (default: the model's trained ε)")
     parser.add_argument("--runtimes", default="all",
                         help=f"comma-separated, or 'all' (default): {', '.join(NAMES)}")
     parser.add_argument("--limit", type=int, help="verify only the first N test images")
