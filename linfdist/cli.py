@@ -210,7 +210,8 @@ def cmd_curves(args) -> int:
         print(f"wrote {target}")
     card = run / MODEL_DIR / "README.md"
     if card.is_file():
-        refresh_run_section(card.parent, run_summary(read_metrics(run / METRICS)))
+        recipe = json.loads((run / RECIPE_FILE).read_text())
+        refresh_run_section(card.parent, run_summary(read_metrics(run / METRICS), recipe))
         print(f"updated the Training run section of {card}")
     return 0
 

@@ -47,12 +47,14 @@ def read_v2_test_log(path: Path, label: str, epochs: int | None = None) -> Refer
     return ReferenceRun(label, epochs or points[-1][0], points)
 
 
-def run_summary(records: list[dict]) -> dict:
-    """What a model card says about the run: epochs, wall time, devices, when it ended."""
+def run_summary(records: list[dict], recipe: dict | None = None) -> dict:
+    """What a model card says about the run: epochs, wall time, devices, when it ended, and the
+    checkpoint it started from (the recipe's init_from, "" for a random start)."""
     devices = list(dict.fromkeys(r["device"] for r in records if r.get("device")))
     return {"epochs": records[-1]["epoch"] if records else 0,
             "wall_seconds": sum(r.get("seconds", 0.0) for r in records),
-            "devices": devices, "finished": records[-1].get("finished") if records else None}
+            "devices": devices, "finished": records[-1].get("finished") if records else None,
+            "init_from": (recipe or {}).get("init_from", "")}
 
 
 def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | None = None,

@@ -183,8 +183,8 @@ RECIPES = {
     # with v2's 2/255 loss (ε_train 10/255) and the late part of its λ and learning-rate schedules.
     "cifar10-2-ft-cpu": Recipe(name="cifar10-2-ft-cpu", eps_test=2 / 255, eps_train=10 / 255,
                                init_from="cifar10-6x512-eps8_255",
-                               **dict(_CIFAR_CPU, epochs=15, p_warm_epochs=0, p_inf_epochs=15, lr=0.01,
-                                      ce_lambda_start=0.01, ce_lambda_end=0.002)),
+                               **dict(_CIFAR_CPU, epochs=10, p_warm_epochs=0, p_inf_epochs=10, lr=0.0005,
+                                      ce_lambda_start=0.002, ce_lambda_end=0.002)),
     # Under 15 minutes on 2 CPU cores.
     "mnist-tiny": Recipe(
         name="mnist-tiny", dataset="mnist", depth=5, width=128, eps_test=0.1, eps_train=0.15, eps_ramp_epochs=3,
@@ -589,7 +589,7 @@ def finalize(model, recipe: Recipe, out: Path, test_x, test_y, progress: bool) -
     shutil.copyfile(out / CURVES_FILE, target / CURVES_FILE)
     results = verified_results(target, test_x, test_y, recipe.eps_test, progress=progress)
     write_model_card(target, model.config, results, recipe=asdict(recipe), command=reproduce_command(recipe),
-                     run=run_summary(read_metrics(out / METRICS)))
+                     run=run_summary(read_metrics(out / METRICS), asdict(recipe)))
     return target
 
 

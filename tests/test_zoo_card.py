@@ -32,3 +32,11 @@ def test_the_section_is_replaced_not_repeated(tmp_path):
     assert _sections(text) == _sections(before) and text.count("## Training run") == 1
     assert "old CPU" not in text and "| new CPU |" in text and "| epochs | 5 |" in text
     assert text.split("## Training run")[0] == before.split("## Training run")[0]
+
+
+def test_a_fine_tuned_run_names_its_starting_checkpoint(tmp_path):
+    write_model_card(tmp_path, CONFIG, RESULTS, run={**_run(10, 360, "some CPU"), "init_from": "base-model"})
+    text = (tmp_path / "README.md").read_text()
+    assert "| started from | the weights of `base-model`" in text
+    write_model_card(tmp_path, CONFIG, RESULTS, run=_run(10, 360, "some CPU"))
+    assert "started from" not in (tmp_path / "README.md").read_text()

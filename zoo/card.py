@@ -41,6 +41,8 @@ def run_section(run: dict) -> str:
     hours, rest = divmod(round(run["wall_seconds"]), 3600)
     devices = "; ".join(run["devices"]) or "not recorded"
     finished = run["finished"] or "not recorded"
+    started = (f"\n| started from | the weights of `{run['init_from']}` (fine-tuning: the epochs and time above are "
+               "this run's alone) |" if run.get("init_from") else "")
     return f"""
 ## Training run
 
@@ -49,7 +51,7 @@ def run_section(run: dict) -> str:
 | epochs | {run['epochs']} |
 | wall time | {hours} h {rest // 60:02d} min (sum of the epochs' times) |
 | device | {devices} |
-| finished (UTC) | {finished} |
+| finished (UTC) | {finished} |{started}
 
 ![training curves](curves.png)
 
