@@ -25,7 +25,7 @@ def test_registry_pins_the_bundled_files_and_repeats_the_card():
 
 def test_load_by_name_and_alias():
     assert zoo.list_models() == ["mnist-5x512-eps0.1", "mnist-5x256-eps0.1", "fmnist-5x512-eps0.1", "mnist-5x512-eps0.3",
-                                 "cifar10-6x512-eps8_255"]
+                                 "cifar10-6x512-eps8_255", "cifar10-6x512-eps2_255"]
     a, b = zoo.load("default"), zoo.load("mnist-5x512-eps0.1")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
