@@ -20,15 +20,12 @@ class UsageError(ValueError):
 
 
 def eps_value(text: str) -> float:
-    """An ℓ∞ radius as a number or a fraction as papers write it ("0.1", "8/255"); ≥ 0 and finite."""
+    """An ℓ∞ radius as a number or a fraction as papers write it ("0.1", "8/255"); its range is checked later."""
     try:
         num, _, den = text.partition("/")
-        value = float(num) / float(den) if den else float(num)
+        return float(num) / float(den) if den else float(num)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or fraction such as 0.3 or 8/255") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: ε must be finite and >= 0")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
@@ -64,8 +61,8 @@ def _defaults(graph: Graph, args) -> tuple[str, float]:
             eps = float(graph.metadata["linfdist.eps"])
         except (KeyError, ValueError):
             raise UsageError("the model's metadata carries no ε; pass --eps") from None
-    if not eps >= 0:
-        raise UsageError(f"--eps must be >= 0, got {eps}")
+    if not 0 <= eps < float("inf"):
+        raise UsageError(f"--eps must be >= 0 and finite, got {eps}")
     return dataset, eps
 
 
