@@ -1,6 +1,7 @@
 """The linfdist command line: verify, train, placeholders, and one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -137,3 +138,15 @@ def test_resume_with_a_changed_recipe_is_refused(shared_data, tmp_path, capsys):
     assert main(base + ["--epochs", "1"]) == 0
     assert main(base + ["--epochs", "2", "--set", "lr=0.5", "--resume"]) == 2
     assert "different recipe" in capsys.readouterr().err
+
+
+def test_the_cli_lets_openmp_workers_sleep_where_the_native_kernels_are_built():
+    from linfdist.kernels import native
+
+    code = "import os, linfdist.cli; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ("PASSIVE" if native.available() else "None")
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ACTIVE"
