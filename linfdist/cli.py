@@ -17,7 +17,7 @@ def _passive_openmp_for_native_kernels() -> None:
     training step by 1.3–1.5× (2026-11-26, 2 cores). The pure-torch path is faster spinning, so it keeps the
     default. Must run before torch loads OpenMP; an OMP_WAIT_POLICY the user set wins."""
     spec = importlib.util.find_spec("linfdist.kernels")
-    folders = spec.submodule_search_locations or [] if spec else []
+    folders = (spec.submodule_search_locations or []) if spec else []
     if "OMP_WAIT_POLICY" not in os.environ and any(any(Path(f).glob("_native*")) for f in folders):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper (default: small,paper on CUDA, small on CPU)")
     b.add_argument("--p", default="inf,8", help="comma-separated p values (default: inf,8)")
     b.add_argument("--passes", help="comma-separated: fwd, bwd, bounds, step (default: all on CUDA; fwd,bwd,bounds on CPU)")
-    b.add_argument("--backends", help="comma-separated: triton, torch, torch-compile, cdist (default: all that run here, "
+    b.add_argument("--backends", help="comma-separated: triton, native, torch, torch-compile, cdist (default: all that run here, "
                                       "but not torch-compile or the Triton interpreter)")
     b.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported (default 5)")
     b.add_argument("--net", choices=["cifar10", "mnist"], default="mnist",
