@@ -3,7 +3,8 @@
 Each row times one (shape, p, pass, backend): ``fwd`` (forward, no autograd),
 ``bwd`` (backward only, from a saved forward), ``bounds`` (ℓ∞ interval bounds,
 forward) or ``step`` (one training step of a net: forward, cross-entropy, backward, Adam;
-the 5-layer MNIST net or the 6-layer CIFAR-10 net, on random inputs of their shape). Element-ops/s is N·M·K per second for every pass (for ``step``,
+the 5-layer MNIST net or the 6-layer CIFAR-10 net, on random inputs of their shape).
+Element-ops/s is N·M·K per second for every pass (for ``step``,
 the sum over layers); the ratios divide the torch.cdist and pure-torch times of
 the same case by the row's time, so noise between machines cancels.
 """

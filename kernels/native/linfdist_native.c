@@ -252,8 +252,12 @@ static void pack_range(void *a, int64_t b, int64_t e) {
             int64_t k1 = k0 + block < p->k ? k0 + block : p->k;
             for (int64_t j = 0; j < t; j++) {
                 int64_t row = panel * t + j;
+                if (row >= p->m) { /* padding: no source row (its address would lie past w) */
+                    for (int64_t kk = k0; kk < k1; kk++) dst[kk * t + j] = 0.0f;
+                    continue;
+                }
                 const float *src = p->w + row * p->sm;
-                for (int64_t kk = k0; kk < k1; kk++) dst[kk * t + j] = row < p->m ? src[kk * p->sk] : 0.0f;
+                for (int64_t kk = k0; kk < k1; kk++) dst[kk * t + j] = src[kk * p->sk];
             }
         }
     }
