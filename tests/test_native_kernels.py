@@ -4,6 +4,7 @@ instruction set this CPU runs, any thread count; clear errors; a clean fallback 
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,7 +79,7 @@ def test_non_contiguous_inputs(layout, isa):
 
 
 @pytest.mark.parametrize("n,m,k", SHAPES)
-@pytest.mark.parametrize("p", [1.0, 2.0, 2.5, 3.0, 8.0, 11.0, 16.0, 1000.0])
+@pytest.mark.parametrize("p", [1.0, 1.5, 2.0, 2.5, 3.0, 7.5, 8.0, 11.0, 16.0, 1000.0])
 def test_finite_p_forward_and_gradients_match_float64(n, m, k, p, isa, threads):
     x, w = operands(n, m, k, seed=1)
     g = torch.randn(n, m)
@@ -91,6 +92,42 @@ def test_finite_p_forward_and_gradients_match_float64(n, m, k, p, isa, threads):
     ref_grads = torch.autograd.grad(ref, (x, w), g.double())
     for a, b in zip(grads, ref_grads):
         assert ((a.double() - b).abs() <= tol * b.abs().max().clamp_min(1)).all()
+
+
+@pytest.mark.parametrize("p", [1.5, 2.5, 7.5, 16.5, 37.25, 99.9, 999.5])
+def test_fractional_powers_are_accurate_over_the_whole_range(p, isa):
+    """Non-integer p goes through the kernels' own log2 and exp2. With x = (1, t, 0, ...) and w = 0 the
+    gradient in t is the power r^(p-1) itself, r = t (1 / y) as the kernel rounds it in float32: per
+    element, over t from 1e-30 to 1, it must match float64 within a bound that grows only with the
+    float32 rounding of the exponent (p - 1) log2 r (terms the large-p kernels may skip, below 2^-40 of
+    the gradient, are left out)."""
+    gen = torch.Generator().manual_seed(4)
+    t = torch.cat([torch.rand(3000, generator=gen) ** 30, 1 - torch.rand(3000, generator=gen) * 0.02,
+                   torch.rand(3000, generator=gen)])
+    x = torch.zeros(len(t), 32)
+    x[:, 0], x[:, 1] = 1.0, t
+    x.requires_grad_()
+    y = native.native_lp_dist(x, torch.zeros(1, 32), p)
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    ratio = (t * (1 / y.detach()[:, 0])).double()
+    exact = ratio ** (p - 1)
+    kept = exact > 2.0**-39
+    error = (grad[:, 1].double() - exact).abs() / exact
+    bound = 3e-7 + 1.5e-7 * ((p - 1) * ratio.log2()).abs()
+    assert kept.sum() > 3000 and (error[kept] <= bound[kept]).all()
+
+
+def test_power_constants_are_the_fits_the_script_prints():
+    """vpow_general's polynomial coefficients and log2 tables are what kernels/native/pow_coefficients.py
+    computes (the comments say so; this keeps it true)."""
+    root = Path(__file__).resolve().parents[1] / "kernels" / "native"
+    printed = subprocess.run([sys.executable, str(root / "pow_coefficients.py")], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    source = (root / "linfdist_native.c").read_text() + (root / "body.h").read_text()
+    assert printed[0] in source and printed[1] in source
+    for line in printed[2:]:
+        for number in line.split(": ")[1].split(", "):
+            assert f"V_SET1({number})" in source, number
 
 
 @pytest.mark.parametrize("p", [2.0, 3.0, 8.0, 16.0])

@@ -120,64 +120,42 @@ TARGET static void NAME(interval_rows)(const float *l, const float *u, int64_t k
     }
 }
 
-/* t^e for t in [0, 1] and real e > 0 as 2^(e log2 t): log2 from the exponent bits and an
- * atanh series on the mantissa in [sqrt(1/2), sqrt(2)) (|s| <= 0.172, 5 terms: ~1e-8),
- * 2^y by rounding y and a degree-7 Taylor polynomial on [-1/2, 1/2]; t below 2^-126 or
- * results below 2^-126 give 0 (the sums they enter hold a term equal to 1). */
-TARGET static inline vec NAME(vpow_general)(vec t, float e) {
-    ivec bits = V_AS_I(t);
-    vec exponent = V_CVT_I(I_SUB(I_SRL(bits, 23), I_SET1(127)));
-    vec mant = I_AS_V(I_OR(I_AND(bits, I_SET1(0x7fffff)), I_SET1(0x3f800000)));
-    vmask big = V_GT(mant, V_SET1(1.41421356f));
-    mant = V_BLEND(mant, V_MUL(mant, V_SET1(0.5f)), big);
-    exponent = V_BLEND(exponent, V_ADD(exponent, V_SET1(1.0f)), big);
-    vec s = V_DIV(V_SUB(mant, V_SET1(1.0f)), V_ADD(mant, V_SET1(1.0f)));
-    vec s2 = V_MUL(s, s);
-    vec series = V_ADD(V_SET1(1.0f / 7.0f), V_MUL(s2, V_SET1(1.0f / 9.0f)));
-    series = V_ADD(V_SET1(1.0f / 5.0f), V_MUL(s2, series));
-    series = V_ADD(V_SET1(1.0f / 3.0f), V_MUL(s2, series));
-    series = V_ADD(V_SET1(1.0f), V_MUL(s2, series));
-    vec log2t = V_ADD(exponent, V_MUL(V_MUL(s, series), V_SET1(2.0f * 1.44269504f)));
-    vec y = V_MAX(V_MUL(V_SET1(e), log2t), V_SET1(-126.0f));
-    vec whole = V_ROUND(y);
-    vec z = V_MUL(V_SUB(y, whole), V_SET1(0.693147181f));
-    vec poly = V_SET1(1.0f / 5040.0f);
-    poly = V_ADD(V_SET1(1.0f / 720.0f), V_MUL(z, poly));
-    poly = V_ADD(V_SET1(1.0f / 120.0f), V_MUL(z, poly));
-    poly = V_ADD(V_SET1(1.0f / 24.0f), V_MUL(z, poly));
-    poly = V_ADD(V_SET1(1.0f / 6.0f), V_MUL(z, poly));
-    poly = V_ADD(V_SET1(0.5f), V_MUL(z, poly));
-    poly = V_ADD(V_SET1(1.0f), V_MUL(z, poly));
-    poly = V_ADD(V_SET1(1.0f), V_MUL(z, poly));
-    vec result = I_AS_V(I_ADD(V_AS_I(poly), I_SLL(V_TO_I(whole), 23)));
-    vmask keep = V_GT(t, V_SET1(1.17549435e-38f));
-    vmask normal = V_GT(y, V_SET1(-126.0f));
-    return V_BLEND(V_ZERO(), V_BLEND(V_ZERO(), result, normal), keep);
+#define VPOW_N (2 * CV > 4 ? 2 * CV : 4) /* most vectors per vpow_general and vpow_bits call */
+
+/* t[u] <- t[u]^e for n vectors, t in [0, 1] and real e >= 0, as 2^(e log2 t), each step over all n vectors
+ * in turn (independent work side by side: the chains are long). log2 t = E + log2 c_i + log2(1 + r): E
+ * from the exponent bits, c_i from the mantissa's top bits (tables LOG2_INV_C, LOG2_C), r = m / c_i - 1
+ * in [-1/8, 1/9] and log2(1 + r) by a degree-6 polynomial (abs. error 1.4e-9); 2^y = 2^round(y) 2^f by a
+ * degree-5 polynomial on [-1/2, 1/2] (rel. error 1.1e-7, exact at f = 0); near-minimax fits printed by
+ * kernels/native/pow_coefficients.py. Relative error about 1e-7 (e + 1) near t = 1, growing as e log2 t
+ * (rounded to float32) grows. y is clamped at -126: t^e below 2^-126 comes out as about 2^-126, and t below
+ * 2^-126 (or 0) as a number in [2^-127, 2^-126) raised to e, harmless in sums that hold a term equal to 1
+ * and in gradients, whose coefficients are multiplied by sign(x - w). */
+TARGET static inline void NAME(vpow_general)(vec *t, int n, vec e) {
+    vec r[VPOW_N], q[VPOW_N], y[VPOW_N], expo[VPOW_N], whole[VPOW_N];
+    for (int u = 0; u < n; u++) {
+        ivec bits = V_AS_I(t[u]);
+        expo[u] = V_CVT_I(I_SRA(I_ADD(bits, I_SET1(0x400000 - 0x3f800000)), 23)); /* + 1 where m >= 1.5 */
+        ivec quarter = I_SRL(bits, 21); /* its low 2 bits are the mantissa's top 2 */
+        vec mant = I_AS_V(I_OR(I_AND(bits, I_SET1(0x7fffff)), I_SET1(0x3f800000)));
+        r[u] = V_FMA(mant, V_TABLE4(LOG2_INV_C, quarter), V_SET1(-1.0f));
+        y[u] = V_TABLE4(LOG2_C, quarter);
+    }
+    for (int u = 0; u < n; u++) q[u] = V_FMA(r[u], V_SET1(-0.254521579f), V_SET1(0.293489724f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(r[u], q[u], V_SET1(-0.360485941f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(r[u], q[u], V_SET1(0.480864167f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(r[u], q[u], V_SET1(-0.721348107f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(r[u], q[u], V_SET1(1.44269514f));
+    for (int u = 0; u < n; u++) y[u] = V_MAX(V_MUL(e, V_ADD(expo[u], V_FMA(r[u], q[u], y[u]))), V_SET1(-126.0f));
+    for (int u = 0; u < n; u++) { whole[u] = V_ROUND(y[u]); y[u] = V_SUB(y[u], whole[u]); }
+    for (int u = 0; u < n; u++) q[u] = V_FMA(y[u], V_SET1(0.00132186746f), V_SET1(0.00967170298f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(y[u], q[u], V_SET1(0.0555089302f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(y[u], q[u], V_SET1(0.24022238f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(y[u], q[u], V_SET1(0.693146884f));
+    for (int u = 0; u < n; u++) q[u] = V_FMA(y[u], q[u], V_SET1(1.0f));
+    for (int u = 0; u < n; u++) t[u] = I_AS_V(I_ADD(V_AS_I(q[u]), I_SLL(V_TO_I(whole[u]), 23)));
 }
 
-/* t[i] <- t[i]^e for t in [0, 1], over a block of vectors: repeated squaring for integer e (the
- * branches sit outside the vector loops, so each step is a straight pass), powf per lane otherwise. */
-TARGET static void NAME(power_block)(vec *t, vec *result, int64_t count, double e, int64_t ie) {
-    if (e == 0) {
-        for (int64_t i = 0; i < count; i++) result[i] = V_SET1(1.0f);
-        return;
-    }
-    if (ie > 0) {
-        int first = 1;
-        for (int64_t b = ie; b; b >>= 1) {
-            if (b & 1) {
-                if (first) for (int64_t i = 0; i < count; i++) result[i] = t[i];
-                else for (int64_t i = 0; i < count; i++) result[i] = V_MUL(result[i], t[i]);
-                first = 0;
-            }
-            if (b > 1) for (int64_t i = 0; i < count; i++) t[i] = V_MUL(t[i], t[i]);
-        }
-        return;
-    }
-    for (int64_t i = 0; i < count; i++) result[i] = NAME(vpow_general)(t[i], (float)e);
-}
-
-#define KB 32 /* k steps per power block */
 #define RD (CV >= 4 ? R : 2) /* rows per pass of the direct sum: its accumulators stay in registers */
 #define DIRECT_P_MAX 16 /* integer p up to this sum (and differentiate) directly, in registers */
 
@@ -229,7 +207,7 @@ TARGET static void NAME(lp_direct_tile)(const float **xr, int64_t k, const float
 
 /* t[i] <- t[i]^e for n vectors and a run-time integer e >= 1, by the bits of e (n is a constant at each call). */
 TARGET static inline void NAME(vpow_bits)(vec *t, int n, int64_t e) {
-    vec r[CV > 4 ? CV : 4];
+    vec r[VPOW_N];
     for (; !(e & 1); e >>= 1)
         for (int i = 0; i < n; i++) t[i] = V_MUL(t[i], t[i]);
     for (int i = 0; i < n; i++) r[i] = t[i];
@@ -241,24 +219,39 @@ TARGET static inline void NAME(vpow_bits)(vec *t, int n, int64_t e) {
     for (int i = 0; i < n; i++) t[i] = r[i];
 }
 
-/* Integer p > DIRECT_P_MAX: acc[r * CV + v] = sum_k (|x - w| inv[r][v])^p in registers, one row at a time (the
- * inverse peaks hold the registers other rows' sums would need). Where every ratio of a step is at or below
- * tau (> 0), its terms are below 2^-40 of the sum's largest and are left out. */
-TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float *wp, int64_t p, vec inv[R][CV],
-                                        float tau, vec *acc) {
-    vec vtau = V_SET1(tau);
+/* Tiles not summed directly: acc[r * CV + v] = sum_k (|x - w| inv[r][v])^p in registers, one row at a time (the
+ * inverse peaks hold the registers other rows' sums would need); integer p (ip >= 1) by repeated squaring,
+ * any other p by vpow_general. With tau > 0 (large p), a step whose ratios all lie at or below tau is left
+ * out: its terms are below 2^-40 of the sum's largest. */
+TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float *wp, double p, int64_t ip,
+                                        vec inv[R][CV], float tau, vec *acc) {
+    vec vtau = V_SET1(tau), vp = V_SET1((float)p);
     for (int r = 0; r < R; r++) {
         vec a[CV], iv[CV];
         for (int v = 0; v < CV; v++) { a[v] = V_ZERO(); iv[v] = inv[r][v]; }
         const float *wq = wp;
-        for (int64_t kk = 0; kk < k; kk++, wq += CV * VW) {
-            vec xb = V_SET1(xr[r][kk]), t[CV], top = V_ZERO();
-            for (int v = 0; v < CV; v++) {
-                t[v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + v * VW))), iv[v]);
-                top = V_MAX(top, t[v]);
+        int64_t kk = 0;
+        if (!ip && tau <= 0.0f) /* two steps per vpow_general call: more independent work in flight */
+            for (; kk + 2 <= k; kk += 2, wq += 2 * CV * VW) {
+                vec t[2 * CV];
+                for (int h = 0; h < 2; h++) {
+                    vec xb = V_SET1(xr[r][kk + h]);
+                    for (int v = 0; v < CV; v++)
+                        t[h * CV + v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + (h * CV + v) * VW))), iv[v]);
+                }
+                NAME(vpow_general)(t, 2 * CV, vp);
+                for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], V_ADD(t[v], t[CV + v]));
             }
-            if (!VM_ANY(V_GT(top, vtau))) continue;
-            NAME(vpow_bits)(t, CV, p);
+        for (; kk < k; kk++, wq += CV * VW) {
+            vec xb = V_SET1(xr[r][kk]), t[CV];
+            for (int v = 0; v < CV; v++) t[v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + v * VW))), iv[v]);
+            if (tau > 0.0f) {
+                vec top = t[0];
+                for (int v = 1; v < CV; v++) top = V_MAX(top, t[v]);
+                if (!VM_ANY(V_GT(top, vtau))) continue;
+            }
+            if (ip) NAME(vpow_bits)(t, CV, ip);
+            else NAME(vpow_general)(t, CV, vp);
             for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], t[v]);
         }
         for (int v = 0; v < CV; v++) acc[r * CV + v] = a[v];
@@ -266,15 +259,12 @@ TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float
 }
 
 /* Finite p, second pass: y[n, m] = peak * (sum_k (|x - w| / peak)^p)^(1/p) with peak = y[n, m] on entry.
- * With tau > 0 (large p), a vector of ratios all at or below tau is left out of the power and the sum: each
- * such term is below 2^-40 (the caller's tau) while the sum holds a term equal to 1. For integer p up to
- * DIRECT_P_MAX, tiles whose peaks all lie in a safe range sum |x - w|^p directly in registers (lp_direct_tile). */
+ * With tau > 0 (large p), terms below 2^-40 (the caller's tau) are left out, while the sum holds a term
+ * equal to 1. For integer p up to DIRECT_P_MAX, tiles whose peaks all lie in a safe range sum |x - w|^p
+ * directly in registers (lp_direct_tile); the others go through lp_scaled_tile. */
 TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m, int64_t n0,
                                  int64_t n1, double p, int64_t ip, float tau, float *y) {
     (void)mp;
-    vec ratio[KB * R * CV], powered[KB * R * CV];
-    int32_t slot[KB * R * CV];
-    vec vtau = V_SET1(tau);
     /* Integer p <= DIRECT_P_MAX sums directly where every peak lies in [lo, hi]: peak^p k stays below 2^120
      * and peak^p above 2^-96 k (so terms lost to underflow are < 2^-96 k each, relative to the largest). */
     int can_direct = ip >= 2 && ip <= DIRECT_P_MAX; /* before the large-p skip, which starts at p = 16 here */
@@ -298,39 +288,11 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
                     s[j] = peak > 0 ? 1.0f / peak : 1.0f;
                     direct &= j >= width || (peak >= lo && peak <= hi);
                 }
-                for (int v = 0; v < CV; v++) { inv[r][v] = V_LOAD(s + v * VW); acc[r * CV + v] = V_ZERO(); }
+                for (int v = 0; v < CV; v++) inv[r][v] = V_LOAD(s + v * VW);
             }
             const float *wp = wt + c0 * k;
             if (direct) NAME(lp_direct_tile)(xr, k, wp, ip, acc);
-            int scaled = !direct && ip > DIRECT_P_MAX;
-            if (scaled) NAME(lp_scaled_tile)(xr, k, wp, ip, inv, tau, acc);
-            for (int64_t k0 = 0; k0 < k && !direct && !scaled; k0 += KB) {
-                int64_t kb = k - k0 < KB ? k - k0 : KB, kept = 0;
-                for (int64_t kk = k0; kk < k0 + kb; kk++, wp += CV * VW) {
-                    vec w[CV];
-                    for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
-                    for (int r = 0; r < R; r++) {
-                        vec xb = V_SET1(xr[r][kk]);
-                        if (tau > 0.0f) {
-                            for (int v = 0; v < CV; v++) {
-                                vec t = V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]);
-                                if (!VM_ANY(V_GT(t, vtau))) continue;
-                                slot[kept] = r * CV + v;
-                                ratio[kept++] = t;
-                            }
-                        } else {
-                            for (int v = 0; v < CV; v++) ratio[kept++] = V_MUL(V_ABS(V_SUB(xb, w[v])), inv[r][v]);
-                        }
-                    }
-                }
-                NAME(power_block)(ratio, powered, kept, p, ip);
-                if (tau > 0.0f) {
-                    for (int64_t i = 0; i < kept; i++) acc[slot[i]] = V_ADD(acc[slot[i]], powered[i]);
-                } else {
-                    for (int64_t i = 0; i < kept; i += R * CV)
-                        for (int a = 0; a < R * CV; a++) acc[a] = V_ADD(acc[a], powered[i + a]);
-                }
-            }
+            else NAME(lp_scaled_tile)(xr, k, wp, p, ip, inv, tau, acc);
             for (int r = 0; r < R && r0 + r < n1; r++) {
                 float sums[CV * VW];
                 for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r * CV + v]);
@@ -344,8 +306,6 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
     }
 }
 
-#define GB 128 /* vectors of k per power block in the backward pass */
-
 /* gx[o] += c, gw[o] -= c with c = g t |t|^(P-2) = g sign(t) |t|^(P-1), t = (x - w) / y, in registers. */
 #define DIRECT_GRAD(P)                                                                              \
     for (int64_t o = 0; o < kv_end; o += VW) {                                                     \
@@ -355,8 +315,10 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
         if (gwr) V_STORE(gwr + o, V_SUB(V_LOAD(gwr + o), c));                                       \
     }
 
-/* gx[o..] += c, gw[o..] -= c over N vectors from o, c = g t |t|^(p-2), t = (x - w) / y, for a run-time integer
- * p - 2 >= 1; a group whose ratios all lie at or below tau (> 0) has coefficients below 2^-40 |g| and is left out. */
+/* gx[o..] += c, gw[o..] -= c over N vectors from o, c = g sign(t) |t|^(p-1), t = (x - w) / y: for a run-time
+ * integer p - 2 >= 1 (bits_p1 = p - 1) as g t |t|^(p-2) by repeated squaring, for other p by
+ * vpow_general (bits_p1 = 0). A group whose ratios all lie at or below tau (> 0) has coefficients below 2^-40 |g| and is
+ * left out; with tau = 0 only all-zero groups are (their coefficients are 0). */
 #define SCALED_GRAD(N)                                                                              \
     {                                                                                               \
         vec t[N], a[N], top = V_ZERO();                                                             \
@@ -366,9 +328,15 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
             top = V_MAX(top, a[u]);                                                                 \
         }                                                                                           \
         if (VM_ANY(V_GT(top, vtau))) {                                                              \
-            NAME(vpow_bits)(a, (N), ip1 - 1);                                                       \
+            if (bits_p1) {                                                                          \
+                NAME(vpow_bits)(a, (N), bits_p1 - 1);                                               \
+                for (int u = 0; u < (N); u++) a[u] = V_MUL(t[u], a[u]);                             \
+            } else {                                                                                \
+                NAME(vpow_general)(a, (N), vp1);                                                    \
+                for (int u = 0; u < (N); u++) a[u] = V_MUL(a[u], V_SIGN(t[u]));                     \
+            }                                                                                       \
             for (int u = 0; u < (N); u++) {                                                         \
-                vec c = V_MUL(vcoef, V_MUL(t[u], a[u]));                                            \
+                vec c = V_MUL(vcoef, a[u]);                                                         \
                 if (gxr) V_STORE(gxr + o + u * VW, V_ADD(V_LOAD(gxr + o + u * VW), c));             \
                 if (gwr) V_STORE(gwr + o + u * VW, V_SUB(V_LOAD(gwr + o + u * VW), c));             \
             }                                                                                       \
@@ -384,11 +352,9 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
                                       const float *y, double p, int64_t ip1, float tau, int64_t i0, int64_t i1,
                                       int64_t j0, int64_t j1, float *gx, float *gw) {
     int64_t kv_end = k - k % VW;
-    vec ratio[GB], powered[GB];
-    int32_t live[GB];
-    vec vtau = V_SET1(tau);
+    vec vtau = V_SET1(tau), vp1 = V_SET1((float)(p - 1.0));
     int direct = tau <= 0.0f && ip1 >= 1 && ip1 < DIRECT_P_MAX; /* integer p = ip1 + 1 <= DIRECT_P_MAX */
-    int scaled = ip1 >= DIRECT_P_MAX; /* larger integer p, in registers with a run-time exponent */
+    int64_t bits_p1 = ip1 >= 2 ? ip1 : 0; /* SCALED_GRAD's integer p - 1; p = 1 takes vpow_general (exponent 0) */
     for (int64_t i = i0; i < i1; i++) {
         const float *xr = x + i * k;
         float *gxr = gx ? gx + i * k : NULL;
@@ -399,35 +365,11 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
             float *gwr = gw ? gw + j * k : NULL;
             float inv = 1.0f / yy;
             vec vinv = V_SET1(inv), vcoef = V_SET1(gy);
-            if (direct) FOR_DIRECT_P(DIRECT_GRAD, ip1 + 1) /* no power blocks; a constant exponent per loop */
-            if (scaled) {
+            if (direct) FOR_DIRECT_P(DIRECT_GRAD, ip1 + 1) /* a constant exponent per loop */
+            else {
                 int64_t o = 0;
                 for (; o + 4 * VW <= kv_end; o += 4 * VW) SCALED_GRAD(4)
                 for (; o < kv_end; o += VW) SCALED_GRAD(1)
-            }
-            for (int64_t k0 = 0; k0 < kv_end && !direct && !scaled; k0 += GB * VW) {
-                int64_t count = (kv_end - k0) / VW < GB ? (kv_end - k0) / VW : GB, kept = 0;
-                if (tau > 0.0f) {
-                    for (int64_t c = 0; c < count; c++) {
-                        vec r = V_MUL(V_ABS(V_SUB(V_LOAD(xr + k0 + c * VW), V_LOAD(wr + k0 + c * VW))), vinv);
-                        if (!VM_ANY(V_GT(r, vtau))) continue;
-                        live[kept] = (int32_t)c;
-                        ratio[kept++] = r;
-                    }
-                } else {
-                    for (; kept < count; kept++) {
-                        live[kept] = (int32_t)kept;
-                        ratio[kept] = V_MUL(V_ABS(V_SUB(V_LOAD(xr + k0 + kept * VW), V_LOAD(wr + k0 + kept * VW))), vinv);
-                    }
-                }
-                NAME(power_block)(ratio, powered, kept, p - 1.0, ip1);
-                for (int64_t c = 0; c < kept; c++) {
-                    int64_t o = k0 + (int64_t)live[c] * VW;
-                    vec sgn = V_SIGN(V_SUB(V_LOAD(xr + o), V_LOAD(wr + o)));
-                    vec contrib = V_MUL(vcoef, V_MUL(powered[c], sgn));
-                    if (gxr) V_STORE(gxr + o, V_ADD(V_LOAD(gxr + o), contrib));
-                    if (gwr) V_STORE(gwr + o, V_SUB(V_LOAD(gwr + o), contrib));
-                }
             }
             for (int64_t kk = kv_end; kk < k; kk++) {
                 float d = xr[kk] - wr[kk];
@@ -440,9 +382,8 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
     }
 }
 
-#undef KB
 #undef RD
-#undef GB
+#undef VPOW_N
 #undef DIRECT_GRAD
 #undef SCALED_GRAD
 #undef FOR_DIRECT_P

@@ -18,6 +18,18 @@
 
 enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
+/* log2 of a mantissa m in [1, 2) for the power kernels (body.h, vpow_general): the top two mantissa bits
+ * pick the quarter i of [1, 2); m in the upper half is taken as m / 2 in [3/4, 1) with the exponent one
+ * higher. LOG2_INV_C[i] = 1 / c_i rounded to float for c_i the middle of the quarter (of its half, for
+ * i >= 2), except c_3 = 1, so that log2 t = t - 1 times a polynomial for t in [7/8, 1) (no cancellation
+ * where the large-p terms live); LOG2_C[i] = -log2(LOG2_INV_C[i]) in double, rounded, less 1 for i >= 2.
+ * Repeated four times: the in-lane permutes pick among four lanes of each 128 bits. Printed by
+ * kernels/native/pow_coefficients.py. */
+#define LOG2_INV_C_ 0.888888896f, 0.727272749f, 0.615384638f, 0.5f
+#define LOG2_C_ 0.169924989f, 0.459431589f, -0.299560338f, 0.0f
+static const float LOG2_INV_C[16] = {LOG2_INV_C_, LOG2_INV_C_, LOG2_INV_C_, LOG2_INV_C_};
+static const float LOG2_C[16] = {LOG2_C_, LOG2_C_, LOG2_C_, LOG2_C_};
+
 /* ---- portable scalar ---- */
 static inline int32_t f_as_i(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
 static inline float i_as_f(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
@@ -35,7 +47,7 @@ typedef int32_t ivec;
 #define V_SUB(a, b) ((a) - (b))
 #define V_ADD(a, b) ((a) + (b))
 #define V_MUL(a, b) ((a) * (b))
-#define V_FMA(a, b, c) ((a) * (b) + (c))
+#define V_FMA(a, b, c) ((float)((double)(a) * (b) + (c))) /* one rounding, as a fused multiply-add (but twice, rarely) */
 #define V_ABS(a) fabsf(a)
 #define V_MAX(a, b) ((b) > (a) ? (b) : (a))
 #define V_GT(a, b) ((a) > (b))
@@ -45,7 +57,6 @@ typedef int32_t ivec;
 #define IV_SET1(i) ((int32_t)(i))
 #define IV_BLEND(a, b, m) ((m) ? (b) : (a))
 #define IV_STORE(p, v) (*(p) = (v))
-#define V_DIV(a, b) ((a) / (b))
 #define V_ROUND(a) rintf(a)
 #define V_TO_I(a) ((int32_t)rintf(a))
 #define V_CVT_I(i) ((float)(i))
@@ -53,10 +64,11 @@ typedef int32_t ivec;
 #define I_AS_V(i) i_as_f(i)
 #define I_SET1(i) ((int32_t)(i))
 #define I_ADD(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
-#define I_SUB(a, b) ((a) - (b))
 #define I_AND(a, b) ((a) & (b))
 #define I_OR(a, b) ((a) | (b))
 #define I_SRL(a, n) ((int32_t)((uint32_t)(a) >> (n)))
+#define I_SRA(a, n) ((int32_t)(a) >> (n))
+#define V_TABLE4(tab, i) ((tab)[(i) & 3])
 #define I_SLL(a, n) ((int32_t)((uint32_t)(a) << (n)))
 #include "body.h"
 #include "undef_isa.h"
@@ -88,7 +100,6 @@ typedef int32_t ivec;
 #define IV_SET1(i) _mm256_set1_epi32(i)
 #define IV_BLEND(a, b, m) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m))
 #define IV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), v)
-#define V_DIV(a, b) _mm256_div_ps(a, b)
 #define V_ROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_TO_I(a) _mm256_cvtps_epi32(a)
 #define V_CVT_I(i) _mm256_cvtepi32_ps(i)
@@ -96,10 +107,11 @@ typedef int32_t ivec;
 #define I_AS_V(i) _mm256_castsi256_ps(i)
 #define I_SET1(i) _mm256_set1_epi32(i)
 #define I_ADD(a, b) _mm256_add_epi32(a, b)
-#define I_SUB(a, b) _mm256_sub_epi32(a, b)
 #define I_AND(a, b) _mm256_and_si256(a, b)
 #define I_OR(a, b) _mm256_or_si256(a, b)
 #define I_SRL(a, n) _mm256_srli_epi32(a, n)
+#define I_SRA(a, n) _mm256_srai_epi32(a, n)
+#define V_TABLE4(tab, i) _mm256_permutevar_ps(_mm256_loadu_ps(tab), i) /* in-lane, by the low 2 bits of i */
 #define I_SLL(a, n) _mm256_slli_epi32(a, n)
 #include "body.h"
 #include "undef_isa.h"
@@ -130,7 +142,6 @@ typedef int32_t ivec;
 #define IV_SET1(i) _mm512_set1_epi32(i)
 #define IV_BLEND(a, b, m) _mm512_mask_blend_epi32(m, a, b)
 #define IV_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
-#define V_DIV(a, b) _mm512_div_ps(a, b)
 #define V_ROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_TO_I(a) _mm512_cvtps_epi32(a)
 #define V_CVT_I(i) _mm512_cvtepi32_ps(i)
@@ -138,10 +149,11 @@ typedef int32_t ivec;
 #define I_AS_V(i) _mm512_castsi512_ps(i)
 #define I_SET1(i) _mm512_set1_epi32(i)
 #define I_ADD(a, b) _mm512_add_epi32(a, b)
-#define I_SUB(a, b) _mm512_sub_epi32(a, b)
 #define I_AND(a, b) _mm512_and_epi32(a, b)
 #define I_OR(a, b) _mm512_or_epi32(a, b)
 #define I_SRL(a, n) _mm512_srli_epi32(a, n)
+#define I_SRA(a, n) _mm512_srai_epi32(a, n)
+#define V_TABLE4(tab, i) _mm512_permutevar_ps(_mm512_loadu_ps(tab), i) /* in-lane, by the low 2 bits of i */
 #define I_SLL(a, n) _mm512_slli_epi32(a, n)
 #include "body.h"
 #endif

@@ -10,7 +10,7 @@
 #undef I_SET1
 #undef I_SLL
 #undef I_SRL
-#undef I_SUB
+#undef I_SRA
 #undef SUFFIX
 #undef TARGET
 #undef VW
@@ -19,7 +19,6 @@
 #undef V_AS_I
 #undef V_BLEND
 #undef V_CVT_I
-#undef V_DIV
 #undef V_FMA
 #undef V_GT
 #undef VM_ANY
@@ -31,6 +30,7 @@
 #undef V_SIGN
 #undef V_STORE
 #undef V_SUB
+#undef V_TABLE4
 #undef V_TO_I
 #undef V_ZERO
 #undef ivec
