@@ -220,10 +220,9 @@ TARGET static inline void NAME(vpow_bits)(vec *t, int n, int64_t e) {
 }
 
 /* Tiles not summed directly: acc[r * CV + v] = sum_k (|x - w| inv[r][v])^p in registers, one row at a time (the
- * inverse peaks hold the registers other rows' sums would need); integer p (ip >= 1) by repeated squaring,
- * any other p by vpow_general, two k steps at a time. With tau > 0 (large p), a step (a pair of steps, for
- * vpow_general) whose ratios all lie at or below tau is left out: its terms are below 2^-40 of the sum's
- * largest. */
+ * inverse peaks hold the registers other rows' sums would need), two k steps per power call; integer p
+ * (ip >= 1) by repeated squaring, any other p by vpow_general. With tau > 0 (large p), a pair of steps
+ * whose ratios all lie at or below tau is left out: its terms are below 2^-40 of the sum's largest. */
 TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float *wp, double p, int64_t ip,
                                         vec inv[R][CV], float tau, vec *acc) {
     vec vtau = V_SET1(tau), vp = V_SET1((float)p);
@@ -232,22 +231,23 @@ TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float
         for (int v = 0; v < CV; v++) { a[v] = V_ZERO(); iv[v] = inv[r][v]; }
         const float *wq = wp;
         int64_t kk = 0;
-        if (!ip) /* two k steps per vpow_general call: more independent work in flight */
-            for (; kk + 2 <= k; kk += 2, wq += 2 * CV * VW) {
-                vec t[2 * CV];
-                for (int h = 0; h < 2; h++) {
-                    vec xb = V_SET1(xr[r][kk + h]);
-                    for (int v = 0; v < CV; v++)
-                        t[h * CV + v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + (h * CV + v) * VW))), iv[v]);
-                }
-                if (tau > 0.0f) { /* both steps' terms negligible: skip them */
-                    vec top = t[0];
-                    for (int i = 1; i < 2 * CV; i++) top = V_MAX(top, t[i]);
-                    if (!VM_ANY(V_GT(top, vtau))) continue;
-                }
-                NAME(vpow_general)(t, 2 * CV, vp);
-                for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], V_ADD(t[v], t[CV + v]));
+        /* two k steps per power call: more independent work in flight */
+        for (; kk + 2 <= k; kk += 2, wq += 2 * CV * VW) {
+            vec t[2 * CV];
+            for (int h = 0; h < 2; h++) {
+                vec xb = V_SET1(xr[r][kk + h]);
+                for (int v = 0; v < CV; v++)
+                    t[h * CV + v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + (h * CV + v) * VW))), iv[v]);
             }
+            if (tau > 0.0f) { /* both steps' terms negligible: skip them */
+                vec top = t[0];
+                for (int i = 1; i < 2 * CV; i++) top = V_MAX(top, t[i]);
+                if (!VM_ANY(V_GT(top, vtau))) continue;
+            }
+            if (ip) NAME(vpow_bits)(t, 2 * CV, ip);
+            else NAME(vpow_general)(t, 2 * CV, vp);
+            for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], V_ADD(t[v], t[CV + v]));
+        }
         for (; kk < k; kk++, wq += CV * VW) {
             vec xb = V_SET1(xr[r][kk]), t[CV];
             for (int v = 0; v < CV; v++) t[v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + v * VW))), iv[v]);
