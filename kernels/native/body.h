@@ -219,19 +219,30 @@ TARGET static inline void NAME(vpow_bits)(vec *t, int n, int64_t e) {
     for (int i = 0; i < n; i++) t[i] = r[i];
 }
 
+/* t[u] <- t[u]^p for n ratios, integer p (ip >= 1) by repeated squaring, any other p by vpow_general;
+ * 0 (t untouched) where tau > 0 and every ratio lies at or below it: terms below 2^-40 of the sum's largest. */
+TARGET static inline int NAME(power_unless_negligible)(vec *t, int n, int64_t ip, vec vp, float tau) {
+    if (tau > 0.0f) {
+        vec top = t[0];
+        for (int u = 1; u < n; u++) top = V_MAX(top, t[u]);
+        if (!VM_ANY(V_GT(top, V_SET1(tau)))) return 0;
+    }
+    if (ip) NAME(vpow_bits)(t, n, ip);
+    else NAME(vpow_general)(t, n, vp);
+    return 1;
+}
+
 /* Tiles not summed directly: acc[r * CV + v] = sum_k (|x - w| inv[r][v])^p in registers, one row at a time (the
- * inverse peaks hold the registers other rows' sums would need), two k steps per power call; integer p
- * (ip >= 1) by repeated squaring, any other p by vpow_general. With tau > 0 (large p), a pair of steps
- * whose ratios all lie at or below tau is left out: its terms are below 2^-40 of the sum's largest. */
+ * inverse peaks hold the registers other rows' sums would need), two k steps per power call (more independent
+ * work in flight); with tau > 0 (large p), a pair of steps whose terms are all negligible is left out. */
 TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float *wp, double p, int64_t ip,
                                         vec inv[R][CV], float tau, vec *acc) {
-    vec vtau = V_SET1(tau), vp = V_SET1((float)p);
+    vec vp = V_SET1((float)p);
     for (int r = 0; r < R; r++) {
         vec a[CV], iv[CV];
         for (int v = 0; v < CV; v++) { a[v] = V_ZERO(); iv[v] = inv[r][v]; }
         const float *wq = wp;
         int64_t kk = 0;
-        /* two k steps per power call: more independent work in flight */
         for (; kk + 2 <= k; kk += 2, wq += 2 * CV * VW) {
             vec t[2 * CV];
             for (int h = 0; h < 2; h++) {
@@ -239,26 +250,14 @@ TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float
                 for (int v = 0; v < CV; v++)
                     t[h * CV + v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + (h * CV + v) * VW))), iv[v]);
             }
-            if (tau > 0.0f) { /* both steps' terms negligible: skip them */
-                vec top = t[0];
-                for (int i = 1; i < 2 * CV; i++) top = V_MAX(top, t[i]);
-                if (!VM_ANY(V_GT(top, vtau))) continue;
-            }
-            if (ip) NAME(vpow_bits)(t, 2 * CV, ip);
-            else NAME(vpow_general)(t, 2 * CV, vp);
+            if (!NAME(power_unless_negligible)(t, 2 * CV, ip, vp, tau)) continue;
             for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], V_ADD(t[v], t[CV + v]));
         }
-        for (; kk < k; kk++, wq += CV * VW) {
+        if (kk < k) { /* odd k: the last step alone */
             vec xb = V_SET1(xr[r][kk]), t[CV];
             for (int v = 0; v < CV; v++) t[v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + v * VW))), iv[v]);
-            if (tau > 0.0f) {
-                vec top = t[0];
-                for (int v = 1; v < CV; v++) top = V_MAX(top, t[v]);
-                if (!VM_ANY(V_GT(top, vtau))) continue;
-            }
-            if (ip) NAME(vpow_bits)(t, CV, ip);
-            else NAME(vpow_general)(t, CV, vp);
-            for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], t[v]);
+            if (NAME(power_unless_negligible)(t, CV, ip, vp, tau))
+                for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], t[v]);
         }
         for (int v = 0; v < CV; v++) acc[r * CV + v] = a[v];
     }
