@@ -321,8 +321,8 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
     }
 
 /* gx[o..] += c, gw[o..] -= c over N vectors from o, c = g sign(t) |t|^(p-1), t = (x - w) / y: for a run-time
- * integer p - 2 >= 1 (bits_p1 = p - 1) as g t |t|^(p-2) by repeated squaring, for other p by
- * vpow_general (bits_p1 = 0). A group whose ratios all lie at or below tau (> 0) has coefficients below 2^-40 |g| and is
+ * integer p - 2 >= 1 (bits_p1 = p - 1) as g t |t|^(p-2) by repeated squaring, for other p by vpow_general
+ * (bits_p1 = 0). A group whose ratios all lie at or below tau (> 0) has coefficients below 2^-40 |g| and is
  * left out; with tau = 0 only all-zero groups are (their coefficients are 0). */
 #define SCALED_GRAD(N)                                                                              \
     {                                                                                               \
