@@ -1,12 +1,14 @@
 """Benchmarks of the ℓp-dist backends against torch.cdist, measured in one run.
 
 Each row times one (shape, p, pass, backend): ``fwd`` (forward, no autograd),
-``bwd`` (backward only, from a saved forward), ``bounds`` (ℓ∞ interval bounds,
-forward) or ``step`` (one training step of a net: forward, cross-entropy, backward, Adam;
-the 5-layer MNIST net or the 6-layer CIFAR-10 net, on random inputs of their shape).
+``bwd`` (backward only, from a saved forward), ``fwdbwd`` (forward and backward through
+autograd, as a training step runs a layer), ``bounds`` (ℓ∞ interval bounds, forward) or
+``step`` (one training step of a net: forward, cross-entropy, backward, Adam; the 5-layer
+MNIST net or the 6-layer CIFAR-10 net, on random inputs of their shape).
 Element-ops/s is N·M·K per second for every pass (for ``step``,
 the sum over layers); the ratios divide the torch.cdist and pure-torch times of
-the same case by the row's time, so noise between machines cancels.
+the same case by the row's time, and ``x p=inf`` divides the row's time by the same case's
+at p = ∞ (the p = ∞ rows run first), so noise between machines cancels.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ SHAPES = {
     "tiny": [(64, 96, 80)],
     "small": [(128, 1024, 784), (512, 1024, 1024)],
     "paper": [(512, 5120, 784), (512, 5120, 3072), (512, 5120, 5120)],
+    "anneal": [(512, 128, 784), (512, 512, 512)],
 }
-PASSES = ("fwd", "bwd", "bounds", "step")
+PASSES = ("fwd", "bwd", "fwdbwd", "bounds", "step")
+#: ``--p sweep``: the p values p-annealing passes through, integer and not, beside p = ∞.
+P_SWEEP = (8.0, 16.0, 17.0, 21.0, 21.01, 55.0, 381.0, 1000.0, 999.5, math.inf)
 #: The step benchmark's nets: name -> (depth, input shape), as the training recipes build them.
 NETS = {"mnist": (5, (1, 28, 28)), "cifar10": (6, (3, 32, 32))}
 BACKENDS = ("triton", "native", "torch", "torch-compile", "cdist")
@@ -40,6 +45,7 @@ class Row:
     elements: int
     vs_cdist: float | None = None
     vs_torch: float | None = None
+    vs_inf: float | None = None
 
     @property
     def ops_per_second(self) -> float:
@@ -102,6 +108,8 @@ def timed_call(backend: str, pass_: str, p: float, n: int, m: int, k: int, devic
     w.requires_grad_()
     y = f(x, w)
     g = torch.randn(y.shape, device=device, generator=gen)
+    if pass_ == "fwdbwd":
+        return lambda: torch.autograd.grad(f(x, w), (x, w), g)
     return lambda: torch.autograd.grad(y, (x, w), g, retain_graph=True)
 
 
@@ -150,8 +158,8 @@ def available_backends(device: str) -> list[str]:
 def run(shapes, ps, passes, backends, device: str, repeat: int, width: int = 5120, batch: int = 512,
         report=None, net: str = "mnist") -> list[Row]:
     """Measure every case; ``report(row)`` is called as each row is ready."""
-    rows = []
-    for p in ps:
+    rows, at_inf = [], {}
+    for p in sorted(ps, key=lambda v: not math.isinf(v)):  # p = inf first: the other rows' reference
         for pass_ in passes:
             cases = [("step", None)] if pass_ == "step" else [(f"{n}x{m}x{k}", (n, m, k)) for n, m, k in shapes]
             for label, dims in cases:
@@ -171,23 +179,27 @@ def run(shapes, ps, passes, backends, device: str, repeat: int, width: int = 512
                 for r in case_rows:
                     r.vs_cdist = times["cdist"] / r.seconds if "cdist" in times else None
                     r.vs_torch = times["torch"] / r.seconds if "torch" in times else None
+                    if math.isinf(p):
+                        at_inf[(label, pass_, r.backend)] = r.seconds
+                    reference = at_inf.get((label, pass_, r.backend))
+                    r.vs_inf = r.seconds / reference if reference else None
                     rows.append(r)
                     if report:
                         report(r)
     return rows
 
 
-HEADER = ["shape NxMxK", "p", "pass", "backend", "time", "elem-ops/s", "vs cdist", "vs torch"]
+HEADER = ["shape NxMxK", "p", "pass", "backend", "time", "elem-ops/s", "vs cdist", "vs torch", "x p=inf"]
 
 
 def format_row(r: Row) -> list[str]:
     ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
     p = "inf" if math.isinf(r.p) else f"{r.p:g}"
     return [r.shape, p, r.pass_, r.backend, f"{r.seconds * 1e3:.2f} ms", f"{r.ops_per_second / 1e9:.2f} G",
-            ratio(r.vs_cdist), ratio(r.vs_torch)]
+            ratio(r.vs_cdist), ratio(r.vs_torch), ratio(r.vs_inf)]
 
 
-WIDTHS = [26, 5, 6, 13, 12, 11, 9, 9]
+WIDTHS = [26, 7, 6, 13, 12, 11, 9, 9, 9]
 
 
 def format_line(cells: list[str]) -> str:

@@ -99,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time the ℓp-dist backends against torch.cdist")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper (default: small,paper on CUDA, small on CPU)")
-    b.add_argument("--p", default="inf,8", help="comma-separated p values (default: inf,8)")
-    b.add_argument("--passes", help="comma-separated: fwd, bwd, bounds, step (default: all on CUDA; fwd,bwd,bounds on CPU)")
+    b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper, anneal (default: small,paper on CUDA, "
+                                    "small on CPU)")
+    b.add_argument("--p", default="inf,8", help="comma-separated p values, or 'sweep' for the p-annealing set "
+                                                "8,16,17,21,21.01,55,381,1000,999.5,inf (default: inf,8)")
+    b.add_argument("--passes", help="comma-separated: fwd, bwd, fwdbwd, bounds, step (default: fwd,bwd,bounds,step on "
+                                    "CUDA; fwd,bwd,bounds on CPU)")
     b.add_argument("--backends", help="comma-separated: triton, native, torch, torch-compile, cdist (default: all that run here, "
                                       "but not torch-compile or the Triton interpreter)")
     b.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported (default 5)")
@@ -264,7 +267,7 @@ def cmd_bench(args) -> int:
     shapes = [s for name in sets for s in bench.SHAPES[name]]
     passes = _csv(args.passes or ("fwd,bwd,bounds,step" if on_gpu else "fwd,bwd,bounds"), bench.PASSES, "pass")
     try:
-        ps = [float(v) for v in args.p.split(",")]
+        ps = list(bench.P_SWEEP) if args.p == "sweep" else [float(v) for v in args.p.split(",")]
     except ValueError:
         raise CliError(f"--p must be comma-separated numbers or inf, got {args.p!r}") from None
     runnable = bench.available_backends(device)

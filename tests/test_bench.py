@@ -35,6 +35,19 @@ def test_bench_table_and_json(tmp_path, capsys):
             assert r["vs_cdist"] == pytest.approx(cdist["seconds"] / r["seconds"])
 
 
+def test_p_sweep_rows_carry_their_ratio_to_p_inf(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    assert main(["bench", "--device", "cpu", "--shapes", "tiny", "--p", "sweep", "--passes", "fwd,fwdbwd",
+                 "--backends", "torch", "--repeat", "1", "--json", str(out)]) == 0
+    assert "x p=inf" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["p"] for r in rows[:2]] == ["inf", "inf"]  # the reference runs first
+    assert {r["p"] for r in rows} == {"inf" if p == float("inf") else p for p in bench.P_SWEEP}
+    for r in rows:
+        inf = next(c for c in rows if (c["p"], c["pass"]) == ("inf", r["pass"]))
+        assert r["vs_inf"] == pytest.approx(r["seconds"] / inf["seconds"])
+
+
 def test_bench_runs_triton_rows_under_the_interpreter(capsys):
     from linfdist.kernels.triton_common import interpreting
 
