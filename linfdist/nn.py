@@ -13,9 +13,9 @@ from linfdist.functional import interval_lp_dist, lp_dist
 class LpDistLinear(nn.Module):
     """u_m(x) = ‖x − w_m‖_p (+ b_m): a layer of ℓp-dist neurons, 1-Lipschitz in ℓ∞ for p = ∞.
 
-    ``p`` is a plain attribute so training can anneal it. Square layers start as the
-    identity (up to a constant shift) when ``identity_value`` is set: w[i, i] = −c, so
-    ‖x − w_i‖∞ = x_i + c for inputs bounded by c.
+    ``p`` is a plain attribute so training can anneal it. Layers with in ≤ out start as the
+    identity (up to a constant shift) when ``identity_value`` is set, as the authors' NormDist
+    does: w[i, i mod in] = −c, so ‖x − w_i‖∞ = x_(i mod in) + c for inputs bounded by c.
     """
 
     def __init__(
@@ -38,9 +38,10 @@ class LpDistLinear(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight)
-        if self.identity_value is not None and self.in_features == self.out_features:
+        if self.identity_value is not None and self.in_features <= self.out_features:
+            rows = torch.arange(self.out_features)
             with torch.no_grad():
-                self.weight.diagonal().fill_(-self.identity_value)
+                self.weight[rows, rows % self.in_features] = -self.identity_value
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 

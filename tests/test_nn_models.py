@@ -35,11 +35,6 @@ def test_identity_init_is_identity_after_mean_shift():
     torch.testing.assert_close(y, x - x.mean(0), rtol=0, atol=1e-5)
 
 
-def test_non_square_layers_have_no_identity():
-    layer = LpDistLinear(8, 4)
-    assert (layer.weight > -5).all() or not torch.equal(layer.weight.diagonal(), torch.full((4,), -10.0))
-
-
 def test_mean_shift_tracks_running_mean_and_uses_it_at_inference():
     shift = MeanShift(3, momentum=0.5)
     x = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])
