@@ -1,7 +1,8 @@
-"""Train an ℓ∞-dist net: p-annealing, ε ramp, certified-margin hinge + CE, resumable.
+"""Train an ℓ∞-dist net as the papers' code does (losses, schedules, init, weight decay), resumable.
 
 A recipe (``Recipe``) holds every setting; built-in ones live in ``RECIPES`` and any
-field can be overridden. Each epoch ends with an atomic checkpoint (``checkpoint.pt``,
+field can be overridden. Losses live in ``linfdist.losses``, schedules in
+``linfdist.schedules``, the optimiser in ``linfdist.optim``. Each epoch ends with an atomic checkpoint (``checkpoint.pt``,
 loaded with ``weights_only=True``) and a line in ``metrics.jsonl``; ``resume=True``
 continues from the last complete epoch. The result is a Hub-layout folder
 (config.json, model.safetensors, README.md model card with the measured figures).
@@ -24,19 +25,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from linfdist.certify import margin
 from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, run_summary
 from linfdist.data import INPUT_SHAPES, load_dataset
 from linfdist.device import device_name
 from linfdist.evaluate import evaluate, pixels
 from linfdist.files import atomic_path
+from linfdist.losses import LOSSES, v1_hinge_loss, v2_mixture_loss
 from linfdist.models import LinfDistNet, LinfDistNetMLP, load_pretrained
+from linfdist.optim import make_optimizer
+from linfdist.schedules import P_SCHEDULES, ce_lambda_at, eps_at, lr_at, lr_factor, p_at
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RECIPE_FILE = "recipe.json"
 MODEL_DIR = "model"
-CHECKPOINT_FORMAT = "linfdist.train/2"
+CHECKPOINT_FORMAT = "linfdist.train/3"
 
 DATASET_STATS = {
     "mnist": ([0.1307], [0.3081]),
@@ -47,7 +50,7 @@ DATASET_STATS = {
 
 @dataclass
 class Recipe:
-    """Every setting of a training run."""
+    """Every setting of a training run (the authors' names in the docs: docs/training.md)."""
 
     name: str = "custom"
     dataset: str = "mnist"
@@ -57,30 +60,33 @@ class Recipe:
     head_hidden: int = 512
     identity_value: float = 10.0
     eps_test: float = 0.1
-    eps_train: float = 0.15
-    eps_ramp_epochs: float = 5.0
-    epochs: int = 40
+    eps_train: float = 0.3
+    eps_ramp_epochs: float = 0.0
+    epochs: int = 450
     p_start: float = 8.0
     p_end: float = 1000.0
-    p_warm_epochs: int = 2
-    p_inf_epochs: int = 5
-    p_integer: bool = True
-    p_update_epochs: int = 1
-    batch_size: int = 128
-    lr: float = 0.02
+    p_warm_epochs: int = 25
+    p_inf_epochs: int = 50
+    p_schedule: str = "per-step"
+    p_update_epochs: int = 1  # "per-epoch" only: epochs each p is held for
+    p_integer: bool = False
+    batch_size: int = 512
+    lr: float = 0.03
     lr_final: float = 0.0
+    lr_hold_epochs: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     adam_eps: float = 1e-10
     weight_decay: float = 0.0
-    loss: str = "v1"
-    hinge_weight: float = 0.75
-    hinge_theta: float = 0.3
-    ce_lambda_start: float = 0.05
-    ce_lambda_end: float = 0.0002
-    logit_scale: float = 4.0
-    logit_scale_lr: float = 0.006
+    loss: str = "v2"
+    hinge_clip: float = 1.0  # v2
+    ce_lambda_start: float = 0.05  # v2
+    ce_lambda_end: float = 0.0002  # v2
+    logit_scale: float = 1.0  # v2: initial value of the learnable scale on the CE logits
+    logit_scale_lr: float = 0.006  # v2
+    hinge_mix: float = 0.75  # v1
+    hinge_kappa: float = 1.0  # v1
     crop_pad: int = 1
-    crop_padding: str = "zeros"
+    crop_padding: str = "edge"
     flip: bool = False
     train_limit: int = 0
     eval_limit: int = 1000
@@ -104,7 +110,9 @@ class Recipe:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASET_STATS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
-        for name in ("depth", "width", "epochs", "batch_size"):
+        if self.p_schedule not in P_SCHEDULES:
+            raise ValueError(f"p_schedule must be one of {', '.join(P_SCHEDULES)}, got {self.p_schedule!r}")
+        for name in ("depth", "width", "epochs", "batch_size", "p_update_epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"recipe field {name} must be a positive integer, got {getattr(self, name)!r}")
         if self.crop_padding not in CROP_PADDINGS:
@@ -113,6 +121,11 @@ class Recipe:
             raise ValueError(f"p_inf_epochs {self.p_inf_epochs} exceeds epochs {self.epochs}")
         if self.checkpoint_minutes <= 0:
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
+        if self.loss == "v2" and (self.eps_train <= 0 or self.eps_ramp_epochs > 0):
+            raise ValueError("the v2 loss divides by ε_train: it needs eps_train > 0 from the first step "
+                             "(eps_ramp_epochs=0)")
+        if min(self.ce_lambda_start, self.ce_lambda_end) <= 0:
+            raise ValueError("ce_lambda_start and ce_lambda_end must be > 0 (λ decays geometrically)")
         return self
 
     def override(self, assignments: list[str]) -> "Recipe":
@@ -131,73 +144,60 @@ class Recipe:
         return Recipe.from_dict(data)
 
 
-LOSSES = ("v1", "v2")
 CROP_PADDINGS = ("zeros", "edge")  # what a shifted image shows at its border: zeros, or its edge pixels
 
-#: The papers' settings (DESIGN.md) at full width, plus CPU-sized recipes. ``--width``
-#: scales any of them; the GPU ones are what the zoo issues train.
-#: v2 as its main.py runs it: full ε_train from the first step (``--epochs 0,0,...``) and no weight decay.
-_V2 = dict(loss="v2", depth=5, width=5120, epochs=450, p_warm_epochs=25, p_inf_epochs=50, p_update_epochs=1,
-           batch_size=512, lr=0.03, logit_scale_lr=0.006, weight_decay=0.0, eps_ramp_epochs=0.0, crop_pad=1,
-           crop_padding="edge", hinge_theta=1.0)
+#: The papers' commands at full width (GPU-sized), and the same formulas sized for 2 CPU cores.
+#: v2 (zbh2047/L_inf-dist-net-v2, command/*.sh): p = 8 for 25 epochs, annealed to 1000 by epoch 400,
+#: ∞ for the last 50; full ε_train from the first step; batch 512; no weight decay.
+_V2 = dict(loss="v2", depth=5, width=5120, epochs=450, p_warm_epochs=25, p_inf_epochs=50, batch_size=512,
+           lr=0.03, logit_scale=1.0, logit_scale_lr=0.006, weight_decay=0.0, eps_ramp_epochs=0.0, crop_pad=1,
+           crop_padding="edge", hinge_clip=1.0, p_schedule="per-step")
 _CIFAR = dict(_V2, dataset="cifar10", depth=6, epochs=1300, p_warm_epochs=100, crop_pad=3, flip=True,
               ce_lambda_start=0.1, ce_lambda_end=0.0005)
+#: v1 (zbh2047/L_inf-dist-net, command/ell_inf_dist_net_*.sh, --epochs 0,50,0,350,400): p = 8 and a constant
+#: learning rate for 50 epochs, then p annealed to 1000 by epoch 350 and the rate cosine-decayed; full ε_train;
+#: the hinge alone (kappa 1); decoupled ℓp weight decay 5e-3; crops padded with zeros.
+_V1 = dict(loss="v1", depth=5, width=5120, epochs=400, p_warm_epochs=50, p_inf_epochs=50, lr_hold_epochs=50,
+           batch_size=512, lr=0.02, weight_decay=5e-3, eps_ramp_epochs=0.0, crop_pad=1, crop_padding="zeros",
+           hinge_kappa=1.0, p_schedule="per-step")
+_MNIST_CPU = dict(_V2, width=512, epochs=40, p_warm_epochs=3, p_inf_epochs=5, batch_size=256, pgd_steps=0)
 _CIFAR_CPU = dict(_CIFAR, width=512, epochs=60, p_warm_epochs=5, p_inf_epochs=6, batch_size=256, pgd_steps=0)
-_CPU_V1 = dict(depth=5, width=512, eps_test=0.1, eps_train=0.15, epochs=40, p_warm_epochs=2, p_inf_epochs=6,
-               p_update_epochs=2, batch_size=256, lr=0.02, pgd_steps=0)
 RECIPES = {
-    "mnist-0.1": Recipe(name="mnist-0.1", eps_test=0.1, eps_train=0.3, **_V2),  # v2's command/mnist_0.1.sh
-    "mnist-0.3": Recipe(name="mnist-0.3", eps_test=0.3, eps_train=0.45, **_V2),
-    # v1's command/ell_inf_dist_net_fashionmnist.sh: --epochs 0,50,0,350,400 (p = 8 for 50 epochs, full ε
-    # from the start), --eps-train 0.225, --lr 0.02, --wd 5e-3.
+    "mnist-0.1": Recipe(name="mnist-0.1", eps_test=0.1, eps_train=0.3, **_V2),  # command/mnist_0.1.sh
+    "mnist-0.3": Recipe(name="mnist-0.3", eps_test=0.3, eps_train=0.45, **_V2),  # command/mnist_0.3.sh
+    # v1's command/ell_inf_dist_net_fashionmnist.sh: hinge(mix=1.0), ε_train 0.225
     "fmnist-0.1": Recipe(name="fmnist-0.1", dataset="fashion-mnist", eps_test=0.1, eps_train=0.225,
-                         **dict(_V2, loss="v1", epochs=400, p_warm_epochs=50, lr=0.02, weight_decay=5e-3,
-                                    crop_padding="zeros")),  # v1 pads with zeros
-    # v2's command/cifar_0.0078425.sh: ε_train 0.03922 (5 × ε), λ 0.05 → 0.002
-    "cifar10-2": Recipe(name="cifar10-2", eps_test=2 / 255, eps_train=10 / 255,
+                         **dict(_V1, hinge_mix=1.0)),
+    # command/cifar_0.0078425.sh; ε_test stays 2/255 exactly (the script's 0.0078425 is rounded down)
+    "cifar10-2": Recipe(name="cifar10-2", eps_test=2 / 255, eps_train=0.03922,
                         **dict(_CIFAR, ce_lambda_start=0.05, ce_lambda_end=0.002)),
-    "cifar10-8": Recipe(name="cifar10-8", eps_test=8 / 255, eps_train=24 / 255, **_CIFAR),
-    # The bundled default model: small enough to train on 2 CPU cores (54 min).
-    "mnist-default": Recipe(
-        name="mnist-default", dataset="mnist", depth=5, width=256, eps_test=0.1, eps_train=0.15,
-        epochs=40, p_warm_epochs=2, p_inf_epochs=6, p_update_epochs=2, batch_size=128, lr=0.02,
-        pgd_steps=0, backend="torch-compile",
-    ),
-    # The CPU-sized zoo runs (issue 10): width 512, batch 256, native kernels; ~80 min on 2 cores.
-    "mnist-0.1-cpu": Recipe(name="mnist-0.1-cpu", dataset="mnist", **_CPU_V1),
-    "fmnist-0.1-cpu": Recipe(name="fmnist-0.1-cpu", dataset="fashion-mnist", **_CPU_V1),
-    # v2 at ε = 0.3 sized for 2 CPU cores: the authors' schedule shape (full ε_train, p = 8 first,
-    # p = ∞ last) over 40 epochs; a 5 × 128 probe of this shape, 20 epochs (12 min), reached 86.34% clean,
-    # 78.99% certified (verifier, full test set).
-    "mnist-0.3-cpu": Recipe(
-        name="mnist-0.3-cpu", eps_test=0.3, eps_train=0.45,
-        **dict(_V2, width=512, epochs=40, p_warm_epochs=3, p_inf_epochs=5, batch_size=256, pgd_steps=0,
-               crop_padding="zeros"),  # as mnist-5x512-eps0.3 trained
-    ),
-    # v2's CIFAR-10 recipe sized for 2 CPU cores (issue 11): 6 × 512, 60 epochs, the same schedule shape.
-    "cifar10-8-cpu": Recipe(name="cifar10-8-cpu", eps_test=8 / 255, eps_train=24 / 255, **_CIFAR_CPU),
-    "cifar10-2-cpu": Recipe(name="cifar10-2-cpu", eps_test=2 / 255, eps_train=10 / 255,
+    "cifar10-8": Recipe(name="cifar10-8", eps_test=8 / 255, eps_train=0.09411, **_CIFAR),  # command/cifar_0.03137.sh
+    # The bundled default model's size (5 × 256), v2's MNIST 0.1 formulas.
+    "mnist-default": Recipe(name="mnist-default", eps_test=0.1, eps_train=0.3,
+                            **dict(_MNIST_CPU, width=256, p_warm_epochs=2, p_inf_epochs=6, batch_size=128,
+                                   backend="torch-compile")),
+    # The CPU-sized zoo: width 512, batch 256, 40 epochs (60 on CIFAR-10), the papers' schedule shapes.
+    "mnist-0.1-cpu": Recipe(name="mnist-0.1-cpu", eps_test=0.1, eps_train=0.3, **_MNIST_CPU),
+    "mnist-0.3-cpu": Recipe(name="mnist-0.3-cpu", eps_test=0.3, eps_train=0.45, **_MNIST_CPU),
+    "fmnist-0.1-cpu": Recipe(name="fmnist-0.1-cpu", dataset="fashion-mnist", eps_test=0.1, eps_train=0.225,
+                             **dict(_V1, hinge_mix=1.0, width=512, epochs=40, p_warm_epochs=5, lr_hold_epochs=5,
+                                    p_inf_epochs=5, batch_size=256, pgd_steps=0)),
+    "cifar10-8-cpu": Recipe(name="cifar10-8-cpu", eps_test=8 / 255, eps_train=0.09411, **_CIFAR_CPU),
+    "cifar10-2-cpu": Recipe(name="cifar10-2-cpu", eps_test=2 / 255, eps_train=0.03922,
                             **dict(_CIFAR_CPU, ce_lambda_start=0.05, ce_lambda_end=0.002)),
-    # From scratch, 60 CPU epochs at 2/255 certify less than the 8/255 model does at 2/255 (28.5% against 39.5%):
-    # the p schedule is too short for the lower ε_train to pay off. This one fine-tunes that model at p = ∞
-    # with v2's 2/255 loss (ε_train 10/255, λ at its final 0.002) and a small learning rate (at 0.01 the
-    # fresh Adam state undid the model: 38.8% -> 24% certified in 13 epochs).
-    "cifar10-2-ft-cpu": Recipe(name="cifar10-2-ft-cpu", eps_test=2 / 255, eps_train=10 / 255,
+    # Fine-tunes the 8/255 model at p = ∞ with v2's 2/255 loss at its final λ and a small learning rate.
+    "cifar10-2-ft-cpu": Recipe(name="cifar10-2-ft-cpu", eps_test=2 / 255, eps_train=0.03922,
                                init_from="cifar10-6x512-eps8_255",
                                **dict(_CIFAR_CPU, epochs=10, p_warm_epochs=0, p_inf_epochs=10, lr=0.0005,
                                       ce_lambda_start=0.002, ce_lambda_end=0.002)),
     # Under 15 minutes on 2 CPU cores.
-    "mnist-tiny": Recipe(
-        name="mnist-tiny", dataset="mnist", depth=5, width=128, eps_test=0.1, eps_train=0.15, eps_ramp_epochs=3,
-        epochs=12, p_warm_epochs=1, p_inf_epochs=3, p_update_epochs=1, batch_size=128, lr=0.02,
-        eval_limit=1000, pgd_steps=10, backend="torch-compile",
-    ),
+    "mnist-tiny": Recipe(name="mnist-tiny", eps_test=0.1, eps_train=0.3,
+                         **dict(_V2, width=128, epochs=12, p_warm_epochs=1, p_inf_epochs=3, batch_size=128,
+                                eval_limit=1000, pgd_steps=10, backend="torch-compile")),
     # A seconds-long run for tests and smoke checks.
-    "mnist-smoke": Recipe(
-        name="mnist-smoke", dataset="mnist", depth=3, width=32, eps_test=0.1, eps_train=0.1,
-        eps_ramp_epochs=1, epochs=2, p_warm_epochs=0, p_inf_epochs=1, batch_size=64,
-        train_limit=512, eval_limit=200, pgd_steps=3,
-    ),
+    "mnist-smoke": Recipe(name="mnist-smoke", eps_test=0.1, eps_train=0.1,
+                          **dict(_V2, depth=3, width=32, epochs=2, p_warm_epochs=0, p_inf_epochs=1, batch_size=64,
+                                 train_limit=512, eval_limit=200, pgd_steps=3)),
 }
 
 
@@ -205,37 +205,6 @@ def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
     return RECIPES[name]
-
-
-def p_at(recipe: Recipe, epoch: float) -> float:
-    """p-annealing: p_start for the warm epochs, geometric to p_end, then ∞ for the last ones.
-
-    p is constant within an epoch (and over ``p_update_epochs`` epochs), so compiled
-    kernels are reused; ``p_integer`` rounds it for the fast integer-power path.
-    """
-    anneal_end = recipe.epochs - recipe.p_inf_epochs
-    if epoch >= anneal_end:
-        return math.inf
-    if epoch < recipe.p_warm_epochs:
-        return recipe.p_start
-    span = max(anneal_end - recipe.p_warm_epochs, 1)
-    stage = (math.floor(epoch) - recipe.p_warm_epochs) // recipe.p_update_epochs * recipe.p_update_epochs
-    frac = min(1.0, stage / max(span - recipe.p_update_epochs, 1))
-    p = recipe.p_start * (recipe.p_end / recipe.p_start) ** frac
-    return float(round(p)) if recipe.p_integer else p
-
-
-def eps_at(recipe: Recipe, epoch: float) -> float:
-    """Linear ε ramp from 0 to eps_train over the first eps_ramp_epochs."""
-    if recipe.eps_ramp_epochs <= 0:
-        return recipe.eps_train
-    return recipe.eps_train * min(1.0, epoch / recipe.eps_ramp_epochs)
-
-
-def lr_at(recipe: Recipe, epoch: float) -> float:
-    """Cosine decay from lr to lr_final over the run."""
-    t = min(1.0, epoch / recipe.epochs)
-    return recipe.lr_final + 0.5 * (recipe.lr - recipe.lr_final) * (1 + math.cos(math.pi * t))
 
 
 def build_model(recipe: Recipe):
@@ -273,41 +242,12 @@ def start_from(model, recipe: Recipe) -> None:
     model.load_state_dict(source.state_dict())
 
 
-def ce_lambda_at(recipe: Recipe, epoch: float) -> float:
-    """v2's cross-entropy weight: geometric decay from ce_lambda_start to ce_lambda_end."""
-    t = min(1.0, epoch / recipe.epochs)
-    return recipe.ce_lambda_start * (recipe.ce_lambda_end / recipe.ce_lambda_start) ** t
-
-
-def certified_margin_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale):
-    """v1-style loss: hinge on the certified margin mixed with CE on worst-case-shifted logits.
-
-    DESIGN.md's reading of v1; the v1 code itself (main.py, kappa 1) trains on the hinge of the
-    worst-case margins alone, mix·max_j + (1 − mix)·mean_j, without CE.
-    """
-    shift = 2 * lipschitz * eps
-    hinge = F.relu(recipe.hinge_theta - (margin(logits, labels) - shift)).mean()
-    worst = logits + shift * (1 - F.one_hot(labels, logits.shape[1]).to(logits.dtype))
-    ce = F.cross_entropy(worst * log_scale.exp(), labels)
-    return recipe.hinge_weight * hinge + (1 - recipe.hinge_weight) * ce
-
-
-def clipped_hinge_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale, ce_lambda: float):
-    """v2 loss (the authors' ``mixture``): how far the worst-case margin falls short of 0, clipped
-    at θ (their clip, 1 in normalised-input units), plus λ·CE on the scaled logits.
-
-    Certified samples cost nothing; samples beyond reach (shortfall above θ) get no gradient,
-    so the hinge spends its effort on the ones it can still certify.
-    """
-    worst_margin = margin(logits, labels) - 2 * lipschitz * eps
-    hinge = (-worst_margin).clamp(0, recipe.hinge_theta).mean()
-    return hinge + ce_lambda * F.cross_entropy(logits * log_scale.exp(), labels)
-
-
-def training_loss(logits, labels, eps: float, lipschitz: float, recipe: Recipe, log_scale, epoch: float):
+def training_loss(logits, labels, recipe: Recipe, lipschitz: float, scale, t: float):
+    """The recipe's loss at position t of the run (ε and λ from their schedules)."""
+    shift = 2 * lipschitz * eps_at(recipe, t)
     if recipe.loss == "v2":
-        return clipped_hinge_loss(logits, labels, eps, lipschitz, recipe, log_scale, ce_lambda_at(recipe, epoch))
-    return certified_margin_loss(logits, labels, eps, lipschitz, recipe, log_scale)
+        return v2_mixture_loss(logits, labels, shift, recipe.hinge_clip, ce_lambda_at(recipe, t), scale)
+    return v1_hinge_loss(logits, labels, shift, recipe.hinge_mix, recipe.hinge_kappa)
 
 
 def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator, padding: str = "zeros") -> torch.Tensor:
@@ -335,23 +275,6 @@ def _atomic_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _make_optimizer(model, recipe: Recipe):
-    """Adam with weight decay on the ℓp-dist weights only, and the learnable log logit scale."""
-    from linfdist.nn import LpDistLinear
-
-    dist_weights = [m.weight for m in model.modules() if isinstance(m, LpDistLinear)]
-    chosen = {id(w) for w in dist_weights}
-    others = [q for q in model.parameters() if id(q) not in chosen]
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(recipe.logit_scale), device=dist_weights[0].device))
-    optimizer = torch.optim.Adam(
-        [{"params": dist_weights, "weight_decay": recipe.weight_decay},
-         {"params": others, "weight_decay": 0.0},
-         {"params": [log_scale], "lr": recipe.logit_scale_lr, "weight_decay": 0.0}],
-        lr=recipe.lr, betas=tuple(recipe.adam_betas), eps=recipe.adam_eps,
-    )
-    return optimizer, log_scale
-
-
 @dataclass
 class Progress:
     """Where a run stands: the epoch in progress, the next step, that epoch's order and sums."""
@@ -369,7 +292,7 @@ class Run:
         self.recipe, self.path, self.device = recipe, path, torch.device(device)
         torch.manual_seed(recipe.seed)
         self.model = build_model(recipe).to(self.device)  # initialised on the CPU: the same net on any device
-        self.optimizer, self.log_scale = _make_optimizer(self.model, recipe)
+        self.optimizer, self.scale, self.decay = make_optimizer(self.model, recipe)
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.progress = Progress()
 
@@ -378,7 +301,7 @@ class Run:
         p = self.progress
         _atomic_save({"format": CHECKPOINT_FORMAT, "recipe": asdict(self.recipe), "epoch": p.epoch, "step": p.step,
                       "order": p.order, "sums": p.sums, "model": self.model.state_dict(),
-                      "optimizer": self.optimizer.state_dict(), "log_scale": self.log_scale.detach().clone(),
+                      "optimizer": self.optimizer.state_dict(), "scale": self.scale.detach().clone(),
                       "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()}}, self.path)
 
     def restore(self) -> None:
@@ -399,7 +322,7 @@ class Run:
         except RuntimeError:
             raise ValueError(f"{self.path} holds weights of another architecture") from None
         self.optimizer.load_state_dict(state["optimizer"])
-        self.log_scale.data.copy_(state["log_scale"])
+        self.scale.data.copy_(state["scale"])
         self.generator.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
         self.progress = Progress(state["epoch"], state["step"], state["order"], state["sums"])
@@ -430,7 +353,7 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
     early (after a checkpoint)."""
     recipe, model, pos = run.recipe, run.model, run.progress
     model.train()
-    steps = len(x_all) // recipe.batch_size  # the last partial batch is dropped
+    steps = math.ceil(len(x_all) / recipe.batch_size)  # the last partial batch is kept, as the authors' loader does
     if pos.order is None:
         pos.order = torch.randperm(len(x_all), generator=run.generator)
     bar = tqdm(total=steps, initial=pos.step, desc=f"epoch {pos.epoch + 1}/{recipe.epochs}", disable=not progress,
@@ -440,19 +363,22 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
         t = pos.epoch + pos.step / steps
         p, eps = p_at(recipe, t), eps_at(recipe, t)
         model.set_p(p)
-        run.optimizer.param_groups[0]["lr"] = run.optimizer.param_groups[1]["lr"] = lr_at(recipe, t)
+        factor = lr_factor(recipe, t)
+        for group in run.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
         idx = pos.order[pos.step * recipe.batch_size: (pos.step + 1) * recipe.batch_size]
         x, y = random_crop(x_all[idx], recipe.crop_pad, run.generator, recipe.crop_padding), y_all[idx]
         if recipe.flip:
             x = random_flip(x, run.generator)
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         logits = model(x)
-        loss = training_loss(logits, y, eps, model.trunk.input_lipschitz(), recipe, run.log_scale, t)
+        loss = training_loss(logits, y, recipe, model.trunk.input_lipschitz(), run.scale, t)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at epoch {pos.epoch + 1} step {pos.step}; "
                                      f"the last good checkpoint is kept in {run.path}")
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        run.decay.step(run.optimizer.param_groups[0]["lr"])
         run.optimizer.step()
         pos.sums["loss"] += loss.item() * len(y)
         pos.sums["correct"] += int((logits.argmax(1) == y).sum())

@@ -10,21 +10,15 @@ import torch
 
 from linfdist.device import device_name
 from linfdist.models import load_pretrained
-from linfdist.nn import LpDistLinear
+from linfdist.losses import v2_mixture_loss
+from linfdist.schedules import ce_lambda_at, eps_at, lr_at, p_at
 from linfdist.train import (
     RECIPES,
     Recipe,
     Run,
     StopRequest,
-    _make_optimizer,
     build_model,
-    ce_lambda_at,
-    certified_margin_loss,
-    clipped_hinge_loss,
-    eps_at,
     get_recipe,
-    lr_at,
-    p_at,
     random_crop,
     random_flip,
     reproduce_command,
@@ -33,8 +27,9 @@ from linfdist.train import (
 )
 
 
-def test_p_schedule_warms_anneals_geometrically_then_goes_to_infinity():
-    r = Recipe(epochs=20, p_start=8, p_end=1000, p_warm_epochs=2, p_inf_epochs=3, p_update_epochs=1)
+def test_per_epoch_p_schedule_holds_p_within_an_epoch():
+    r = Recipe(epochs=20, p_start=8, p_end=1000, p_warm_epochs=2, p_inf_epochs=3, p_update_epochs=1,
+               p_schedule="per-epoch", p_integer=True)
     ps = [p_at(r, e) for e in range(20)]
     assert ps[:2] == [8.0, 8.0] and ps[2] == 8.0
     assert ps[16] == 1000.0 and all(math.isinf(p) for p in ps[17:])
@@ -42,6 +37,13 @@ def test_p_schedule_warms_anneals_geometrically_then_goes_to_infinity():
     assert all(a < b for a, b in zip(finite, finite[1:]))
     assert all(p == int(p) for p in finite)
     assert p_at(r, 5.3) == p_at(r, 5.9), "p is constant within an epoch"
+
+
+def test_per_step_p_schedule_grows_continuously():
+    r = Recipe(epochs=20, p_start=8, p_end=1000, p_warm_epochs=2, p_inf_epochs=3)
+    assert p_at(r, 1.99) == 8.0 and p_at(r, 2.0) == 8.0 and math.isinf(p_at(r, 17.0))
+    assert p_at(r, 5.3) < p_at(r, 5.9) and p_at(r, 16.999) == pytest.approx(1000, rel=1e-3)
+    assert p_at(r, 9.5) == pytest.approx(math.sqrt(8 * 1000))  # geometric: halfway is the geometric mean
 
 
 def test_eps_ramp_and_cosine_lr():
@@ -73,15 +75,6 @@ def test_edge_padding_repeats_the_border_pixels():
         Recipe(crop_padding="reflect").checked()
 
 
-def test_loss_prefers_certified_margins():
-    r = Recipe(hinge_weight=0.75, hinge_theta=0.3)
-    labels = torch.tensor([0, 1])
-    small = torch.tensor([[1.0, 0.9, 0.0], [0.0, 1.0, 0.95]])
-    large = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
-    scale = torch.tensor(0.0)
-    assert certified_margin_loss(large, labels, 0.1, 3.0, r, scale) < certified_margin_loss(small, labels, 0.1, 3.0, r, scale)
-
-
 def test_recipes_build_their_models():
     for name, recipe in RECIPES.items():
         small = recipe.override(["width=16"]) if recipe.width > 1024 else recipe  # paper widths are GPU-sized
@@ -101,43 +94,23 @@ def test_overrides_and_reproduce_command():
         Recipe.from_dict({"epochz": 1})
 
 
-def test_paper_recipes_carry_the_papers_settings():
-    """DESIGN.md's v2 table: MNIST 0.3 and CIFAR-10 8/255."""
-    m = get_recipe("mnist-0.3")
-    assert (m.depth, m.width, m.eps_train, m.epochs, m.p_warm_epochs, m.p_inf_epochs) == (5, 5120, 0.45, 450, 25, 50)
-    assert (m.loss, m.lr, m.batch_size, m.ce_lambda_start, m.ce_lambda_end, m.crop_pad) == ("v2", 0.03, 512, 0.05, 0.0002, 1)
-    c = get_recipe("cifar10-8")
-    assert (c.depth, c.epochs, c.p_warm_epochs, c.crop_pad, c.flip) == (6, 1300, 100, 3, True)
-    assert c.eps_train == pytest.approx(3 * 8 / 255) and (c.ce_lambda_start, c.ce_lambda_end) == (0.1, 0.0005)
-    assert get_recipe("fmnist-0.1").dataset == "fashion-mnist" and get_recipe("cifar10-2").eps_test == 2 / 255
-    # v2's main.py: full ε_train from the first step, no weight decay; command/mnist_0.1.sh trains at 0.3
-    for name in ("mnist-0.1", "mnist-0.3", "cifar10-8"):
-        assert (get_recipe(name).eps_ramp_epochs, get_recipe(name).weight_decay) == (0.0, 0.0)
-    assert get_recipe("mnist-0.1").eps_train == 0.3
-    c2 = get_recipe("cifar10-2")  # command/cifar_0.0078425.sh
-    assert c2.eps_train == pytest.approx(0.03922, abs=1e-5) and (c2.ce_lambda_start, c2.ce_lambda_end) == (0.05, 0.002)
-    f = get_recipe("fmnist-0.1")  # v1's command/ell_inf_dist_net_fashionmnist.sh
-    assert (f.eps_train, f.epochs, f.p_warm_epochs, f.lr, f.weight_decay) == (0.225, 400, 50, 0.02, 5e-3)
-
-
-def test_v2_loss_clips_the_hinge_and_decays_ce():
-    r = Recipe(loss="v2", hinge_theta=0.5, ce_lambda_start=0.1, ce_lambda_end=0.001, epochs=10)
-    assert ce_lambda_at(r, 0) == pytest.approx(0.1) and ce_lambda_at(r, 10) == pytest.approx(0.001)
-    assert ce_lambda_at(r, 5) == pytest.approx(0.01)
-    labels = torch.tensor([0])
-    scale = torch.tensor(0.0)
-    hopeless = torch.tensor([[0.0, 5.0]], requires_grad=True)  # certified margin far below 0: clipped
-    hinge_only = clipped_hinge_loss(hopeless, labels, 0.1, 1.0, r, scale, ce_lambda=0.0)
-    assert hinge_only.item() == pytest.approx(0.5)
+def test_v2_loss_normalises_the_hinge_by_the_shift_and_decays_ce_over_the_annealing():
+    r = Recipe(loss="v2", ce_lambda_start=0.1, ce_lambda_end=0.001, epochs=10, p_warm_epochs=2, p_inf_epochs=2)
+    assert ce_lambda_at(r, 0) == ce_lambda_at(r, 2) == pytest.approx(0.1)
+    assert ce_lambda_at(r, 5) == pytest.approx(0.01) and ce_lambda_at(r, 8) == ce_lambda_at(r, 10) == pytest.approx(0.001)
+    labels, scale = torch.tensor([0]), torch.tensor(1.0)
+    hopeless = torch.tensor([[0.0, 5.0]], requires_grad=True)  # short of the shift by more than clip · shift
+    hinge_only = v2_mixture_loss(hopeless, labels, 0.2, 1.0, 1e-30, scale)
+    assert hinge_only.item() == pytest.approx(1.0)
     (grad,) = torch.autograd.grad(hinge_only, hopeless)
-    assert torch.equal(grad, torch.zeros_like(grad))
-    near = torch.tensor([[1.0, 0.9]], requires_grad=True)  # worst margin -0.1, within reach: pushed apart
-    loss = clipped_hinge_loss(near, labels, 0.1, 1.0, r, scale, ce_lambda=0.0)
-    assert loss.item() == pytest.approx(0.1)
+    assert grad.abs().max() < 1e-25
+    near = torch.tensor([[1.0, 0.9]], requires_grad=True)  # margin 0.1 of a 0.2 shift: half-way, pushed apart
+    loss = v2_mixture_loss(near, labels, 0.2, 1.0, 1e-30, scale)
+    assert loss.item() == pytest.approx(0.5)
     (grad,) = torch.autograd.grad(loss, near)
-    assert grad[0, 0] < 0 < grad[0, 1]
-    certified = torch.tensor([[1.0, 0.0]], requires_grad=True)  # worst margin 0.98: nothing to gain
-    assert clipped_hinge_loss(certified, labels, 0.01, 1.0, r, scale, ce_lambda=0.0).item() == 0
+    assert grad[0, 0] == pytest.approx(-5.0) and grad[0, 1] == pytest.approx(5.0)
+    certified = torch.tensor([[1.0, 0.0]], requires_grad=True)  # margin 1 beyond the shift: nothing to gain
+    assert v2_mixture_loss(certified, labels, 0.2, 1.0, 1e-30, scale).item() == pytest.approx(0, abs=1e-25)
 
 
 def test_random_flip_mirrors_about_half():
@@ -147,19 +120,11 @@ def test_random_flip_mirrors_about_half():
     assert 70 < flipped < 130 and torch.equal(y[y[:, 0, 0, 0] == 3], x[:1].flip(-1).expand(flipped, 1, 1, 4))
 
 
-def test_weight_decay_applies_to_distance_weights_only():
-    recipe = Recipe(architecture="LinfDistNetMLP", depth=2, width=8, head_hidden=4, weight_decay=5e-3)
-    model = build_model(recipe)
-    optimizer, log_scale = _make_optimizer(model, recipe)
-    decayed = {id(q) for g in optimizer.param_groups if g["weight_decay"] > 0 for q in g["params"]}
-    dist = {id(m.weight) for m in model.modules() if isinstance(m, LpDistLinear)}
-    assert decayed == dist and id(log_scale) not in decayed
-    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters())) + 1
-
-
 @pytest.mark.parametrize("assignment, message", [
     ("loss=v3", "unknown loss"), ("dataset=imagenet", "unknown dataset"), ("width=0", "positive integer"),
     ("p_inf_epochs=99", "exceeds epochs"), ("checkpoint_minutes=0", "checkpoint_minutes"),
+    ("p_schedule=sometimes", "p_schedule"), ("eps_ramp_epochs=2", "eps_ramp_epochs=0"),
+    ("ce_lambda_end=0", "must be > 0"),
 ])
 def test_impossible_recipes_are_refused(assignment, message):
     with pytest.raises(ValueError, match=message):
