@@ -267,3 +267,46 @@ def test_reshape_must_keep_the_batch_axis(target, ok, tmp_path):
     else:
         with pytest.raises(Refused, match="Reshape|checker rejects"):
             load_graph(path)
+
+
+def test_initializers_that_are_also_graph_inputs_are_refused(tmp_path):
+    """A caller may feed an initializer listed in graph.input (ORT lets it): it is no constant."""
+    source = export(small_net(), tmp_path)
+
+    def expose(proto):
+        lp = next(n for n in proto.graph.node if n.op_type == "LpDist")
+        weight = next(i for i in proto.graph.initializer if i.name == lp.input[1])
+        proto.graph.input.append(helper.make_tensor_value_info(weight.name, weight.data_type, list(weight.dims)))
+
+    with pytest.raises(Refused, match="also graph inputs"):
+        load_graph(edited(tmp_path, source, expose))
+
+
+@pytest.mark.parametrize("attribute", [
+    helper.make_attribute("p", [8.0, 9.0]), helper.make_attribute("p", 8), helper.make_attribute("p", "inf"),
+    helper.make_attribute("p", numpy_helper.from_array(np.array(8.0, np.float32))),
+])
+def test_attributes_of_another_onnx_type_are_refused(attribute, tmp_path):
+    source = export(small_net(p=8.0), tmp_path)
+
+    def retype(proto):
+        for node in proto.graph.node:
+            if node.op_type == "LpDist":
+                del node.attribute[:]
+                node.attribute.append(attribute)
+
+    with pytest.raises(Refused, match=r"node .*LpDist.*attribute 'p' must be of type FLOAT"):
+        load_graph(edited(tmp_path, source, retype))
+
+
+def test_an_int_gemm_flag_must_be_an_int(tmp_path):
+    """(The ONNX checker refuses standard ops' mistyped attributes first; the rule's own check backs it.)"""
+    source = export(small_net(LinfDistNetMLP), tmp_path)
+
+    def float_flag(proto):
+        node = next(n for n in proto.graph.node if n.op_type == "Gemm")
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("transB", 1.0))
+
+    with pytest.raises(Refused, match="transB.*INT"):
+        load_graph(edited(tmp_path, source, float_flag))

@@ -97,8 +97,8 @@ def _lp_dist_p(model: onnx.ModelProto) -> float | None:
     return found
 
 
-def _input(model: onnx.ModelProto, initializers: set) -> tuple[str, tuple]:
-    inputs = [v for v in model.graph.input if v.name not in initializers]
+def _input(model: onnx.ModelProto) -> tuple[str, tuple]:
+    inputs = list(model.graph.input)
     if len(inputs) != 1:
         raise Refused(f"the graph must take exactly one input, it takes {[v.name for v in inputs]}")
     value = inputs[0]
@@ -136,7 +136,11 @@ def load_graph(path) -> Graph:
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     if model.graph.sparse_initializer:
         raise Refused("sparse initializers are not supported")
-    input_name, shape = _input(model, set(constants))
+    fed = sorted(v.name for v in model.graph.input if v.name in constants)
+    if fed:
+        raise Refused(f"initializer(s) {', '.join(fed)} are also graph inputs: a caller may feed other values at run "
+                      "time (ONNX Runtime lets them), so they are not constants the verifier can rely on")
+    input_name, shape = _input(model)
     output_name = _output(model)
     shapes = {input_name: shape}
     steps = []

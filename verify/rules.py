@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import helper
+from onnx import AttributeProto, helper
 
 from linfdist.verify.errors import Refused
 
@@ -92,11 +92,16 @@ def _parallel(n: int, rows: int, work) -> None:
 
 
 def _attributes(node, allowed: dict) -> dict:
-    """The node's attributes, defaults filled in; unknown attributes are refused."""
+    """The node's attributes, defaults filled in; unknown attributes, and attributes of another ONNX type
+    than the default's (FLOAT for a float, INT for an int), are refused."""
     values = dict(allowed)
     for attr in node.attribute:
         if attr.name not in allowed:
             raise Refused(f"attribute {attr.name!r} is not supported")
+        expected = AttributeProto.FLOAT if isinstance(allowed[attr.name], float) else AttributeProto.INT
+        if attr.type != expected:
+            names = AttributeProto.AttributeType.Name
+            raise Refused(f"attribute {attr.name!r} must be of type {names(expected)}, got {names(attr.type)}")
         values[attr.name] = helper.get_attribute_value(attr)
     return values
 
