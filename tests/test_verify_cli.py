@@ -184,3 +184,43 @@ def test_eps_refuses_what_is_not_a_number(text):
 
     with pytest.raises(argparse.ArgumentTypeError):
         eps_value(text)
+
+
+def _with_claims(source, target, clean, certified, eps):
+    import onnx
+
+    proto = onnx.load(str(source))
+    keep = [p for p in proto.metadata_props if not p.key.startswith("linfdist.claimed.")]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in (("clean_accuracy", clean), ("certified_accuracy", certified), ("eps", eps)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"linfdist.claimed.{key}", repr(value)
+    onnx.save(proto, str(target))
+    return target
+
+
+def test_claims_that_disagree_exit_with_their_own_status(tmp_path):
+    """On the full split a card that lies is an error (status 3) naming the figure and the gap; one that
+    tells the truth passes."""
+    import torch
+
+    from linfdist.export import to_onnx
+    from linfdist.models import LinfDistNet, LinfDistNetConfig
+    from linfdist.verify.cli import CLAIMS_DISAGREE
+
+    torch.manual_seed(0)
+    net = LinfDistNet(LinfDistNetConfig(depth=3, width=16, mean=[0.1307], std=[0.3081], eps=0.01)).eval()
+    plain = to_onnx(net, tmp_path / "plain.onnx")
+    report = tmp_path / "r.json"
+    assert run_verifier(plain, "--runtimes", "reference", "--quiet", "--json", report).returncode == 0
+    derived = json.loads(report.read_text())
+    lying = _with_claims(plain, tmp_path / "lying.onnx", derived["clean_accuracy"],
+                         derived["certified_accuracy"] + 1.0, 0.01)
+    result = run_verifier(lying, "--runtimes", "reference", "--quiet")
+    assert result.returncode == CLAIMS_DISAGREE == 3
+    assert result.stderr.count("\n") == 1 and "certified accuracy claimed" in result.stderr
+    assert "(-1.00 points)" in result.stderr and "clean accuracy" not in result.stderr
+    honest = _with_claims(plain, tmp_path / "honest.onnx", derived["clean_accuracy"],
+                          derived["certified_accuracy"], 0.01)
+    assert run_verifier(honest, "--runtimes", "reference", "--quiet").returncode == 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from linfdist.verify.compare import verify_dataset
+from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
 from linfdist.verify.errors import Refused
 from linfdist.verify.graph import Graph, load_graph
@@ -17,6 +17,21 @@ from linfdist.verify.vnnlib import write_properties
 
 class UsageError(ValueError):
     """Bad arguments: printed as one line, exit status 2."""
+
+
+#: Exit status when the model's claimed figures (its card's, carried in the ONNX metadata) disagree with
+#: the ones the verifier derived on the full test split.
+CLAIMS_DISAGREE = 3
+
+
+def claims_disagreement(claims: dict) -> str | None:
+    """One line naming each claimed figure that differs from the derived one, and by how much; None if they agree."""
+    if not claims.get("checked") or claims["agrees"]:
+        return None
+    parts = [f"{key.replace('_', ' ')} claimed {claims['claimed'][key]:.2f}%, derived {value:.2f}% "
+             f"({value - claims['claimed'][key]:+.2f} points)"
+             for key, value in claims["derived"].items() if abs(value - claims["claimed"][key]) >= CLAIM_TOLERANCE]
+    return "the model's claims disagree with the verifier: " + "; ".join(parts)
 
 
 def eps_value(text: str) -> float:
@@ -97,6 +112,10 @@ def run(args, onnx_path: Path, torch_runtimes: dict[str, Runtime], source: str |
         folder = write_properties(args.vnnlib, onnx_path, pixels(images), labels, eps, graph.num_classes,
                                   dataset=dataset)
         print(f"wrote {len(images)} VNN-LIB properties and instances.csv to {folder}")
+    disagreement = claims_disagreement(report.claims)
+    if disagreement:
+        print(f"linfdist verify: {disagreement}", file=sys.stderr)
+        return CLAIMS_DISAGREE
     return 0
 
 
