@@ -310,3 +310,37 @@ def test_an_int_gemm_flag_must_be_an_int(tmp_path):
 
     with pytest.raises(Refused, match="transB.*INT"):
         load_graph(edited(tmp_path, source, float_flag))
+
+
+@pytest.mark.parametrize("shape, refused", [((4, 1), True), ((2, 4), True), ((1, 4), False), ((4,), False),
+                                            ((), False), ((1, 1), False)])
+def test_gemm_bias_follows_onnx_broadcasting(shape, refused, tmp_path):
+    """C [M, 1] passes the checker, but ONNX adds it per sample row: never read as a per-class bias."""
+    weight = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
+    bias = np.arange(math.prod(shape), dtype=np.float32).reshape(shape) + 1
+    path = tiny_graph(tmp_path, [helper.make_node("Gemm", ["x", "W", "C"], ["y"], name="fc")],
+                      {"W": weight, "C": bias}, in_dim=2, out_dim=4)
+    if refused:
+        with pytest.raises(Refused, match=r"node 'fc' \(Gemm\): the bias C of shape"):
+            load_graph(path)
+        return
+    graph = load_graph(path)
+    x = np.array([[0.25, -1.0]], dtype=np.float32)
+    import onnxruntime as ort
+
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(graph.steps[0].rule.value(x.astype(np.float64)), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("shape, refused", [((3, 4), True), ((1, 1, 4), True), ((1, 4), False), ((4,), False),
+                                            ((1,), False)])
+def test_elementwise_constants_must_not_broadcast_over_the_batch(op, shape, refused, tmp_path):
+    constant = np.full(shape, 2.0, dtype=np.float32)
+    path = tiny_graph(tmp_path, [helper.make_node(op, ["x", "c"], ["y"], name="e")], {"c": constant},
+                      in_dim=4, out_dim=4)
+    if refused:
+        with pytest.raises(Refused, match=f"node 'e' \\({op}\\): constant of shape|the ONNX checker rejects"):
+            load_graph(path)
+    else:
+        assert load_graph(path).steps[0].rule.out_shape == (4,)

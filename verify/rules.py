@@ -312,8 +312,11 @@ class Affine(Rule):
         self.bias = np.zeros(m)
         if len(operands) == 3 and operands[2] is not None:
             bias = _float_constant(operands[2], "the bias")
-            if bias.size not in (1, m) or bias.ndim > 2:
-                raise Refused(f"the bias of shape {bias.shape} does not broadcast to [{m}]")
+            if bias.shape not in ((), (1,), (m,), (1, 1), (1, m)):
+                # ONNX broadcasts C against [batch, m]: a first axis other than 1 ([m, 1], [batch, m]) is
+                # one value per sample row, a meaning that depends on the batch
+                raise Refused(f"the bias C of shape {list(bias.shape)} is not one value or one per output "
+                              f"([{m}] or [1, {m}]): ONNX would apply it per sample row")
             self.bias = np.broadcast_to(bias.reshape(-1), (m,)).astype(np.float64)
         self.out_shape = (m,)
 
