@@ -4,6 +4,7 @@ import itertools
 import math
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -97,3 +98,43 @@ def test_strong_attacks_never_break_a_certificate_of_the_bundled_model(tmp_path)
         with torch.no_grad():
             assert (model(adv).argmax(1) == y).all()
         assert (session.run(None, {"pixels": adv.numpy()})[0].argmax(1) == y.numpy()).all()
+
+
+def test_logits_past_float32_range_are_never_certified(tmp_path):
+    """Reference logits 3.5e38 < 4e38 say class 1; every float32 runtime computes inf, inf (argmax 0)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.array([[1.5e38, 2e38], [0, 0]], np.float32)
+    bias = np.array([2e38, 2e38], np.float32)
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "W", "C"], ["y"], name="fc")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+                              [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "C")])
+    path = tmp_path / "overflow.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = np.array([[1.0, 0.0]], np.float32)
+    runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.isinf(runtime).all() and runtime.argmax(1)[0] == 0
+    cert = certify(load_graph(path), x, np.array([1]), 0.0)
+    assert cert.correct[0] and not cert.in_range[0]
+    assert not cert.certified[0] and not cert.runtime_margin(runtime)[0]
+
+
+@pytest.mark.parametrize("scale, certified", [(1e30, True), (1e38, False)])
+def test_an_intermediate_past_float32_range_un_certifies_even_when_the_output_is_small(scale, certified, tmp_path):
+    """x · scale · 10 · 1/(10 scale): at scale 1e38 the middle product overflows in float32 although the
+    logits would be the pixels again."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    factors = {"a": np.full(2, scale), "b": np.full(2, 10.0), "c": np.full(2, 1 / (10 * scale))}
+    nodes = [helper.make_node("Mul", [i, f], [o], name=o) for i, f, o in (("x", "a", "h"), ("h", "b", "g"),
+                                                                            ("g", "c", "y"))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in factors.items()])
+    path = tmp_path / "mul.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = np.array([[1.0, 0.0]], np.float32)
+    cert = certify(load_graph(path), x, np.array([0]), 0.01)
+    assert bool(cert.in_range[0]) == certified and bool(cert.certified[0]) == certified

@@ -17,7 +17,9 @@ A sample is certified when its reference prediction is correct and either
 - IBP: lo_y − E_y > hi_j + E_j for every j ≠ y;
 
 each then proves that both exact arithmetic and every float32 runtime that follows the
-rounding model predict y everywhere in B.
+rounding model predict y everywhere in B. Neither is issued for a sample where some float32
+intermediate could reach ``FLOAT32_SAFE`` anywhere in B (``in_range`` False): past it a runtime
+may compute ±inf or NaN, which the rounding model does not cover.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linfdist.verify.graph import Graph
-from linfdist.verify.rules import F32, F64, up
+from linfdist.verify.rules import F32, F64, FLOAT32_SAFE, up
 
 #: Pixel domain inputs are clipped to (the threat model: images in [0, 1]).
 DOMAIN = (0.0, 1.0)
@@ -55,6 +57,7 @@ class Certificates:
     eps: float
     margin: np.ndarray
     ibp: np.ndarray
+    in_range: np.ndarray
 
     @property
     def predictions(self) -> np.ndarray:
@@ -74,7 +77,7 @@ class Certificates:
         y = self.labels
         errors = self.runtime_error
         slack = 2 * (errors[np.arange(len(y)), y][:, None] + errors) + (self.lipschitz[y][:, None] + self.lipschitz) * self.eps
-        return _margin_holds(logits.astype(np.float64), y, up(slack, 4))
+        return _margin_holds(logits.astype(np.float64), y, up(slack, 4)) & self.in_range
 
 
 def _margin_holds(logits: np.ndarray, labels: np.ndarray, slack: np.ndarray) -> np.ndarray:
@@ -114,6 +117,7 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
     runtime = np.zeros_like(v)
     lo = np.clip(_down(v - eps), *DOMAIN)
     hi = np.clip(_upward(v + eps), *DOMAIN)
+    in_range = np.ones(len(v), dtype=bool)
     for step, lip in zip(graph.steps, lips):
         rule = step.rule
         value = rule.value(v)
@@ -125,15 +129,23 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
         blo = _down(np.maximum(blo - widen, value - reach))  # nextafter is monotone: one call covers both
         bhi = _upward(np.minimum(bhi + widen, value + reach))
         moved = rule.spread(runtime)
+        in_range &= _below_safe(rule.peak(up(mag_in + runtime)))
         runtime = up(moved + rule.rounding(mag_in + runtime, np.maximum(np.abs(blo), np.abs(bhi)) + moved, F32), 2)
+        in_range &= _below_safe(up(np.maximum(np.abs(blo), np.abs(bhi)) + runtime))
         v, lo, hi = value, blo, bhi
     lip = lips[-1][0]
     rows = np.arange(len(labels))
     slack = (err[rows, labels][:, None] + err + (lip[labels][:, None] + lip) * eps
              + runtime[rows, labels][:, None] + runtime)
-    margin = _margin_holds(v, labels, up(slack, 6))
+    margin = _margin_holds(v, labels, up(slack, 6)) & in_range
     true_low = _down(lo[rows, labels] - runtime[rows, labels])
     others = _upward(hi + runtime)
     others[rows, labels] = -np.inf
-    ibp = (true_low > others.max(1)) & (v.argmax(1) == labels)
-    return Certificates(v, err, runtime, lip, lo, hi, labels, float(eps), margin, ibp)
+    ibp = (true_low > others.max(1)) & (v.argmax(1) == labels) & in_range
+    return Certificates(v, err, runtime, lip, lo, hi, labels, float(eps), margin, ibp, in_range)
+
+
+def _below_safe(magnitudes: np.ndarray) -> np.ndarray:
+    """Per sample: every magnitude below FLOAT32_SAFE (NaN counts as not)."""
+    flat = magnitudes.reshape(len(magnitudes), -1)
+    return (flat < FLOAT32_SAFE).all(axis=1)

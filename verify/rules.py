@@ -10,13 +10,18 @@ A rule knows four things about its op f, all in float64 numpy:
   network's Lipschitz constant and to carry rounding errors forward;
 - ``rounding(mag_in, mag_out, precision)``: a bound on the new rounding error of one
   evaluation of f in that precision, given bounds on |computed input| and on
-  |f(computed input)|.
+  |f(computed input)|;
+- ``peak(mag_in)``: a bound on the magnitude of every intermediate value an evaluation of f
+  computes (products, partial sums, differences) given a bound on |computed input|, so
+  that the caller can tell when a float32 runtime may overflow.
 
 Rounding model (documented in the README): every float op is IEEE round-to-nearest with
 unit roundoff u (2^-24 float32, 2^-53 float64); Sub, Add, Mul, Div by a constant are
 exactly rounded; Abs, Neg, Max, Relu, reshapes are exact; a sum of n terms in any order
 errs by at most γ_n·Σ|terms| (γ_n = n·u / (1 − n·u)); Pow and Tanh are accurate to
 ``ELEMENTARY_ULPS`` ulps; every op may also lose ``underflow`` absolutely to subnormals.
+None of this holds past the largest finite float: ``FLOAT32_SAFE`` is the magnitude no
+float32 intermediate may reach for a certificate to stand (certificates.py checks it).
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ class Precision:
 
 
 F32 = Precision("float32", 2.0**-24 * (1 + 2.0**-20), 2.0**-149, 2.0**-126)
+#: Below FLT_MAX by a margin that covers the relative rounding of any accepted op's intermediates
+#: (γ_k for sums of k ≤ 2^13 terms is under 2^-10): magnitudes below it stay finite in float32.
+FLOAT32_SAFE = float(np.finfo(np.float32).max) * (1 - 2.0**-8)
 F64 = Precision("float64", 2.0**-53 * (1 + 2.0**-20), 2.0**-1074, 2.0**-1022)
 
 
@@ -144,6 +152,9 @@ class Rule:
     def rounding(self, mag_in, mag_out, precision: Precision):
         return 0.0
 
+    def peak(self, mag_in):
+        return mag_in
+
 
 class Identity(Rule):
     pass
@@ -202,6 +213,9 @@ class Add(_WithConstant):
     def value(self, x):
         return x + self.constant
 
+    def peak(self, mag_in):
+        return mag_in + np.abs(self.constant)
+
     def bounds(self, lo, hi):
         return lo + self.constant, hi + self.constant
 
@@ -215,6 +229,9 @@ class Sub(_WithConstant):
             return lo - self.constant, hi - self.constant
         return self.constant - hi, self.constant - lo
 
+    def peak(self, mag_in):
+        return mag_in + np.abs(self.constant)
+
 
 class Mul(_WithConstant):
     def value(self, x):
@@ -226,6 +243,9 @@ class Mul(_WithConstant):
 
     def spread(self, d):
         return up(d * np.abs(self.constant))
+
+    def peak(self, mag_in):
+        return np.maximum(mag_in, mag_in * np.abs(self.constant))
 
 
 class Div(_WithConstant):
@@ -245,6 +265,9 @@ class Div(_WithConstant):
 
     def spread(self, d):
         return up(d / np.abs(self.constant))
+
+    def peak(self, mag_in):
+        return np.maximum(mag_in, mag_in / np.abs(self.constant))
 
 
 class Flatten(Rule):
@@ -336,6 +359,10 @@ class Affine(Rule):
         total = mag_in @ self.abs_weight + np.abs(self.bias) + k * precision.underflow
         return up(precision.gamma(k) * total, k + 2)
 
+    def peak(self, mag_in):
+        """Every product and partial sum is at most Σ|x||W| + |c|; the largest single product at most that too."""
+        return np.maximum(mag_in.max(axis=1, keepdims=True), mag_in @ self.abs_weight + np.abs(self.bias))
+
 
 class MatMul(Affine):
     attributes = {}
@@ -413,6 +440,12 @@ class LpDist(Rule):
             per_sample = up(((d / scale) ** self.p).sum(axis=1, keepdims=True) ** (1 / self.p) * peak
                             * (1 + self._relative_error(F64, k)))
         return np.repeat(per_sample, len(self.weight), axis=1)
+
+    def peak(self, mag_in):
+        """The differences |x − W[m]| ≤ max|x| + max|W[m]| (ratios and their powers stay ≤ 1, the sum ≤ K,
+        the result ≤ K^(1/p) · peak: the caller checks the output's own magnitude)."""
+        return np.maximum(mag_in.max(axis=1, keepdims=True),
+                          mag_in.max(axis=1, keepdims=True) + np.abs(self.weight).max(axis=1)[None])
 
     def _relative_error(self, precision: Precision, k: int) -> float:
         """Relative error of the scaled ℓp body: a subtraction, a division and a product
