@@ -138,3 +138,57 @@ def test_an_intermediate_past_float32_range_un_certifies_even_when_the_output_is
     x = np.array([[1.0, 0.0]], np.float32)
     cert = certify(load_graph(path), x, np.array([0]), 0.01)
     assert bool(cert.in_range[0]) == certified and bool(cert.certified[0]) == certified
+
+
+def _ort_unary(tmp_path, op, exponent=None):
+    """An ONNX Runtime session computing op(x) (Pow with a constant float32 exponent) elementwise."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs, inits = ["x"], []
+    if exponent is not None:
+        inputs.append("e")
+        inits.append(numpy_helper.from_array(np.float32(exponent).reshape(()), "e"))
+    graph = helper.make_graph([helper.make_node(op, inputs, ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x})[0].astype(np.float64)
+
+
+def _magnitudes(rng, low_exponent, high_exponent, n):
+    """float32 magnitudes spread log-uniformly over [2^low, 2^high], subnormals included, and the edges."""
+    values = np.exp2(rng.uniform(low_exponent, high_exponent, n)).astype(np.float32)
+    edges = np.float32([0.0, 2.0**-149, 2.0**-126, np.nextafter(np.float32(2.0**-126), np.float32(0)), 1.0])
+    return np.concatenate([values, edges[(edges >= 0) & (edges <= 2.0**high_exponent)]])
+
+
+def test_onnx_runtime_tanh_stays_within_the_rule(tmp_path):
+    """The Tanh rule's allowance (ELEMENTARY_ULPS ulps + the smallest normal) holds for ORT everywhere,
+    subnormal arguments and the ones just above 2^-126 (where ORT errs by ~160 subnormal units) included."""
+    from linfdist.verify.rules import F32, Tanh
+
+    rng = np.random.default_rng(0)
+    magnitudes = _magnitudes(rng, -149, 7, 400_000)
+    x = np.concatenate([magnitudes, -magnitudes])
+    computed, exact = _ort_unary(tmp_path, "Tanh")(x), np.tanh(x.astype(np.float64))
+    allowed = Tanh.rounding(None, np.abs(x), np.abs(exact), F32)
+    assert (np.abs(computed - exact) <= allowed).all()
+    # the absolute term is needed: the relative one alone would not cover ORT near 2^-126
+    assert (np.abs(computed - exact) > 16 * 2 * F32.u * np.abs(exact) + F32.underflow).any()
+
+
+@pytest.mark.parametrize("p", [1.5, 8.0, 37.25, 999.5, 1000.0])
+def test_onnx_runtime_pow_stays_within_the_lp_rule(p, tmp_path):
+    """The finite-p LpDist body raises ratios in [0, 1] to p and sums in [1, K] to 1/p: ORT's Pow errs by at
+    most ELEMENTARY_ULPS ulps of the result plus the smallest normal (the k · tiny term of its error bound)."""
+    from linfdist.verify.rules import ELEMENTARY_ULPS, F32
+
+    rng = np.random.default_rng(1)
+    eta = ELEMENTARY_ULPS * 2 * F32.u
+    ratios = _magnitudes(rng, -149, 0, 300_000)
+    sums = (1 + rng.uniform(0, 5120, 100_000)).astype(np.float32)
+    for base, exponent in ((ratios, np.float32(p)), (sums, np.float32(1 / p))):
+        computed = _ort_unary(tmp_path, "Pow", exponent)(base)
+        exact = base.astype(np.float64) ** np.float64(exponent)
+        assert (np.abs(computed - exact) <= eta * exact + F32.tiny).all(), (p, exponent)

@@ -69,7 +69,10 @@ def report_json(report: Report) -> str:
         "verifier": verifier_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "rounding_model": {"runtime": "IEEE float32, round to nearest, no fused or reduced-precision math",
-                           "elementary_function_ulps": ELEMENTARY_ULPS, "reference": "float64 numpy"},
+                           "elementary_function_ulps": ELEMENTARY_ULPS,
+                           "elementary_function_absolute": "2^-126 (the smallest normal float32)",
+                           "overflow": "no certificate where an intermediate can reach FLT_MAX (1 - 2^-8)",
+                           "reference": "float64 numpy"},
         **asdict(report),
     }
     return json.dumps(doc, indent=2, default=_finite) + "\n"
