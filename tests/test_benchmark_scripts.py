@@ -1,0 +1,53 @@
+"""The benchmark scripts' own logic (their full runs need the authors' code or hours of CPU)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from linfdist.functional import interval_lp_dist, lp_dist
+from linfdist.train import get_recipe
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("p", [8.0, math.inf])
+def test_parity_shim_computes_their_layout_with_our_kernels(p):
+    """Their distance functions take x as [B, C, L] and return [B, M, L]: y[b, m, l] = ‖x[b, :, l] − w[m]‖_p."""
+    parity = _script("authors_parity")
+    x, w = torch.randn(3, 5, 4), torch.randn(6, 5)
+    y = parity._dist(x, w, p, 1)
+    assert y.shape == (3, 6, 4) and y.is_contiguous()
+    for l in range(4):
+        torch.testing.assert_close(y[:, :, l], lp_dist(x[:, :, l].contiguous(), w, p))
+    lo, hi = parity._bound(x - 0.1, x + 0.1, w, 1)
+    ref_lo, ref_hi = interval_lp_dist((x - 0.1)[:, :, 2].contiguous(), (x + 0.1)[:, :, 2].contiguous(), w, math.inf)
+    torch.testing.assert_close(lo[:, :, 2], ref_lo)
+    torch.testing.assert_close(hi[:, :, 2], ref_hi)
+    with pytest.raises(NotImplementedError):
+        parity._dist(x, w, p, 2)
+
+
+def test_parity_tasks_fill_their_commands():
+    parity = _script("authors_parity")
+    version, _, dataset, eps, their_args, recipe, extra = parity.TASKS["mnist-0.3"]
+    filled = [parity._fill(a, {"{E}": "10", "{W}": "128", "{P}": "2", "{Q}": "8", "{S}": "1"}) for a in their_args]
+    assert "0,0,2,8,10" in filled and "MLPModel(depth=5,width=128,identity_val=10.0,scalar=True)" in filled
+    assert filled[filled.index("--seed") + 1] == "1" and get_recipe(recipe).eps_test == eps == 0.3
+
+
+def test_sweep_scales_the_schedule_shape():
+    sweep = _script("sweep")
+    fields = dict(s.split("=") for s in sweep.scaled_phases(get_recipe("fmnist-0.1-cpu"), 20))
+    assert fields == {"epochs": "20", "p_warm_epochs": "2", "p_inf_epochs": "2", "lr_hold_epochs": "2"}  # v1 holds the rate while p = 8
+    fields = dict(s.split("=") for s in sweep.scaled_phases(get_recipe("mnist-0.3-cpu"), 10))
+    assert (fields["p_warm_epochs"], fields["p_inf_epochs"], fields["lr_hold_epochs"]) == ("1", "1", "0.0")  # v2 holds nothing
