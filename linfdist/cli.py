@@ -142,7 +142,8 @@ def _set_threads(n: int | None) -> None:
 
 
 def cmd_verify(args) -> int:
-    """Export the model if needed, then run the independent verifier with the torch runtimes added."""
+    """Export the model if needed, then run the independent verifier with the torch runtimes added
+    (each runs the exported file's graph)."""
     import tempfile
 
     from linfdist.runtimes import torch_runtimes
@@ -150,26 +151,20 @@ def cmd_verify(args) -> int:
 
     _set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="linfdist-verify-") as tmp:
-        onnx_path, model, source = _verify_target(args.model, Path(tmp))
-        return run(args, onnx_path, torch_runtimes(model), source)
+        onnx_path, source = _verify_target(args.model, Path(tmp))
+        return run(args, onnx_path, torch_runtimes, source)
 
 
-def _verify_target(name: str | None, tmp: Path):
-    """(the .onnx to verify, the torch model it holds or why there is none, what it was exported from)
-    for an .onnx file, a checkpoint folder or a zoo name."""
+def _verify_target(name: str | None, tmp: Path) -> tuple[Path, str | None]:
+    """(the .onnx to verify, what it was exported from) for an .onnx file, a checkpoint folder or a zoo name."""
     from linfdist.export import export_checkpoint
-    from linfdist.export.onnx_import import model_from_onnx
-    from linfdist.models import load_pretrained
     from linfdist.zoo import bundled_model_dir
 
     if name and name.endswith(".onnx"):
         path = Path(name)
         if not path.is_file():
             raise CliError(f"{path} not found")
-        try:
-            return path, model_from_onnx(path), None
-        except ValueError as err:
-            return path, f"no torch model: {err}", None
+        return path, None
     if name is None:
         folder = bundled_model_dir()
     elif Path(name).is_dir():
@@ -179,7 +174,7 @@ def _verify_target(name: str | None, tmp: Path):
 
         folder = model_folder(get_entry(name).name)
     path = export_checkpoint(folder, tmp / f"{folder.resolve().name}.onnx")
-    return path, load_pretrained(folder), str(folder)
+    return path, str(folder)
 
 
 def cmd_train(args) -> int:

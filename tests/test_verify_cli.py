@@ -127,27 +127,58 @@ def test_vnnlib_properties_describe_the_certified_box(default_onnx, tmp_path):
         assert {y for _, y in unsafe} == {labels[i]}
 
 
-def test_torch_runtimes_rebuild_the_model_from_the_onnx_file(default_onnx):
+def test_torch_runtimes_run_the_files_graph(default_onnx):
     import torch
 
-    from linfdist.export.onnx_import import model_from_onnx
     from linfdist.models import load_pretrained
     from linfdist.runtimes import torch_runtimes
 
-    model = model_from_onnx(default_onnx)
     original = load_pretrained(bundled_model_dir())
-    for name, tensor in original.state_dict().items():
-        assert torch.equal(model.state_dict()[name], tensor)
-    runtimes = torch_runtimes(model)
+    runtimes = torch_runtimes(load_graph(default_onnx))
     x = np.random.default_rng(0).random((7, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
         expected = original(torch.from_numpy(x)).numpy()
-    assert np.array_equal(runtimes["torch-cpu"].logits(x), expected)
+    assert np.array_equal(runtimes["torch-cpu"].logits(x), expected)  # the same float32 ops in the same order
     if runtimes["torch-native"].available:  # p = ∞: the native kernels equal the torch path bit for bit
         assert np.array_equal(runtimes["torch-native"].logits(x), expected)
     if not torch.cuda.is_available():
         assert runtimes["torch-triton"].reason == "no CUDA device"
-    assert torch_runtimes("no torch model: reason")["torch-cpu"].reason == "no torch model: reason"
+
+
+def test_torch_runtimes_follow_a_graph_edited_after_export(default_onnx, tmp_path):
+    """A node appended after the logits changes what every runtime computes, the torch ones included
+    (they once rebuilt the model from the file's metadata and reported the unedited net)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from linfdist.runtimes import torch_runtimes
+
+    proto = onnx.load(str(default_onnx))
+    output = proto.graph.output[0]
+    last = next(n for n in proto.graph.node if output.name in n.output)
+    last.output[0] = "before_scale"
+    proto.graph.initializer.append(numpy_helper.from_array(np.float32([-1, 1, 1, 1, 1, 1, 1, 1, 1, 2]), "scale"))
+    proto.graph.node.append(helper.make_node("Mul", ["before_scale", "scale"], [output.name], name="appended"))
+    edited = tmp_path / "edited.onnx"
+    onnx.save(proto, str(edited))
+    graph = load_graph(edited)
+    x = np.random.default_rng(1).random((20, 1, 28, 28)).astype(np.float32)
+    ort_logits = ort_runtimes(graph)[0].logits(x)
+    original = torch_runtimes(load_graph(default_onnx))["torch-cpu"].logits(x)
+    for name, runtime in torch_runtimes(graph).items():
+        if runtime.available:
+            np.testing.assert_allclose(runtime.logits(x), ort_logits, rtol=1e-5, atol=1e-5, err_msg=name)
+            assert not np.allclose(runtime.logits(x), original)
+
+
+def test_a_graph_step_without_a_torch_translation_makes_the_runtime_unavailable(default_onnx, monkeypatch):
+    from linfdist import runtimes
+    from linfdist.verify.rules import Neg
+
+    monkeypatch.delitem(runtimes.TRANSLATIONS, Neg)
+    rows = runtimes.torch_runtimes(load_graph(default_onnx))
+    assert not rows["torch-cpu"].available and "no torch translation of node" in rows["torch-cpu"].reason
+    assert "(Neg)" in rows["torch-cpu"].reason
 
 
 def test_torch_triton_and_ort_cuda_agree_with_the_reference_on_a_gpu(default_onnx):
@@ -156,12 +187,11 @@ def test_torch_triton_and_ort_cuda_agree_with_the_reference_on_a_gpu(default_onn
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     from linfdist.data import load_dataset
-    from linfdist.export.onnx_import import model_from_onnx
     from linfdist.runtimes import torch_runtimes
 
     images, labels = load_dataset("mnist")
     graph = load_graph(default_onnx)
-    runtimes = [Runtime(REFERENCE, "float64"), torch_runtimes(model_from_onnx(default_onnx))["torch-triton"],
+    runtimes = [Runtime(REFERENCE, "float64"), torch_runtimes(graph)["torch-triton"],
                 *ort_runtimes(graph)]
     report = verify_dataset(graph, images[:2000], labels[:2000], 0.1, "mnist", runtimes, progress=False)
     for row in report.runtimes[1:]:

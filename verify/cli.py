@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
@@ -81,9 +82,10 @@ def _defaults(graph: Graph, args) -> tuple[str, float]:
     return dataset, eps
 
 
-def run(args, onnx_path: Path, torch_runtimes: dict[str, Runtime], source: str | None = None) -> int:
-    """Verify ``onnx_path`` as ``args`` ask; ``torch_runtimes`` come from the caller (empty without torch);
-    ``source`` names what the file was exported from."""
+def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtime]] | None = None,
+        source: str | None = None) -> int:
+    """Verify ``onnx_path`` as ``args`` ask; ``more_runtimes(graph)`` gives the caller's runtimes of the
+    accepted graph (the torch ones; none without torch); ``source`` names what the file was exported from."""
     for name in ("limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -96,7 +98,7 @@ def run(args, onnx_path: Path, torch_runtimes: dict[str, Runtime], source: str |
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
     wants_ort = any(name.startswith("ort-") for name in names)
-    available = {r.name: r for r in (ort_runtimes(graph) if wants_ort else [])} | torch_runtimes
+    available = {r.name: r for r in (ort_runtimes(graph) if wants_ort else [])} | (more_runtimes(graph) if more_runtimes else {})
     available[REFERENCE] = Runtime(REFERENCE, "verifier float64 numpy", logits=None)
     runtimes = [available.get(name) or unavailable(name, "needs torch: use `linfdist verify`") for name in names]
     if REFERENCE not in names:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model or not args.model.endswith(".onnx"):
             raise UsageError("give an .onnx file; for checkpoint folders and zoo names use `linfdist verify` "
                              "(it exports them first)")
-        return run(args, Path(args.model), {})
+        return run(args, Path(args.model))
     except (UsageError, Refused, DatasetError, ValueError, FileNotFoundError) as err:
         print(f"linfdist.verify: error: {err}", file=sys.stderr)
         return 2
