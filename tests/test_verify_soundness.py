@@ -192,3 +192,25 @@ def test_onnx_runtime_pow_stays_within_the_lp_rule(p, tmp_path):
         computed = _ort_unary(tmp_path, "Pow", exponent)(base)
         exact = base.astype(np.float64) ** np.float64(exponent)
         assert (np.abs(computed - exact) <= eta * exact + F32.tiny).all(), (p, exponent)
+
+
+def test_a_scalar_scale_that_onnx_runtime_folds_into_matmul_is_modelled(tmp_path):
+    """x / 1e10 @ W (W ~ 3e38) is finite op by op, but ORT's default optimisations compute (x @ W) / 1e10,
+    whose products overflow: no certificate may stand on the op-by-op values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Div", ["x", "s"], ["h"], name="scale"),
+             helper.make_node("MatMul", ["h", "W"], ["g"], name="mm"),
+             helper.make_node("Gemm", ["g", "V"], ["y"], name="out")]
+    inits = {"s": np.float32(1e10).reshape(()), "W": np.full((2, 2), 3e38, np.float32),
+             "V": np.array([[1e-28, 0], [0, 2e-28]], np.float32)}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    path = tmp_path / "fold.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = np.array([[0.9, 0.8]], np.float32)
+    folded = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert not np.isfinite(folded).all()  # what a default ORT session computes
+    cert = certify(load_graph(path), x, np.array([1]), 0.0)
+    assert cert.correct[0] and not cert.in_range[0] and not cert.certified[0]

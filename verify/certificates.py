@@ -19,7 +19,11 @@ A sample is certified when its reference prediction is correct and either
 each then proves that both exact arithmetic and every float32 runtime that follows the
 rounding model predict y everywhere in B. Neither is issued for a sample where some float32
 intermediate could reach ``FLOAT32_SAFE`` anywhere in B (``in_range`` False): past it a runtime
-may compute ±inf or NaN, which the rounding model does not cover.
+may compute ±inf or NaN, which the rounding model does not cover. ONNX Runtime's default graph
+optimisations move scalar Mul/Div by a constant across a following MatMul (MatMulScaleFusion:
+alpha · (x @ W)), so a matrix product's intermediates are checked at the magnitudes of every
+input of such a run of scalings too, and its products' losses to subnormals, which the scale
+then magnifies, are added to E.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linfdist.verify.graph import Graph
-from linfdist.verify.rules import F32, F64, FLOAT32_SAFE, up
+from linfdist.verify.rules import F32, F64, FLOAT32_SAFE, Affine, Div, Mul, up
 
 #: Pixel domain inputs are clipped to (the threat model: images in [0, 1]).
 DOMAIN = (0.0, 1.0)
@@ -118,6 +122,7 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
     lo = np.clip(_down(v - eps), *DOMAIN)
     hi = np.clip(_upward(v + eps), *DOMAIN)
     in_range = np.ones(len(v), dtype=bool)
+    scalings = _ScalarScalings()
     for step, lip in zip(graph.steps, lips):
         rule = step.rule
         value = rule.value(v)
@@ -129,8 +134,12 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
         blo = _down(np.maximum(blo - widen, value - reach))  # nextafter is monotone: one call covers both
         bhi = _upward(np.minimum(bhi + widen, value + reach))
         moved = rule.spread(runtime)
-        in_range &= _below_safe(rule.peak(up(mag_in + runtime)))
-        runtime = up(moved + rule.rounding(mag_in + runtime, np.maximum(np.abs(blo), np.abs(bhi)) + moved, F32), 2)
+        reach_in = up(mag_in + runtime)
+        in_range &= _below_safe(rule.peak(scalings.widest_input(rule, reach_in)))
+        fused = scalings.fused_error(rule)
+        scalings.advance(rule, reach_in)
+        runtime = up(moved + rule.rounding(mag_in + runtime, np.maximum(np.abs(blo), np.abs(bhi)) + moved, F32)
+                     + fused, 3)
         in_range &= _below_safe(up(np.maximum(np.abs(blo), np.abs(bhi)) + runtime))
         v, lo, hi = value, blo, bhi
     lip = lips[-1][0]
@@ -143,6 +152,37 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
     others[rows, labels] = -np.inf
     ibp = (true_low > others.max(1)) & (v.argmax(1) == labels) & in_range
     return Certificates(v, err, runtime, lip, lo, hi, labels, float(eps), margin, ibp, in_range)
+
+
+class _ScalarScalings:
+    """The run of Mul/Div-by-a-scalar steps just before the current one, which ONNX Runtime may fold into a
+    following MatMul or Gemm (MatMulScaleFusion): that product then runs on the run's first input."""
+
+    def __init__(self):
+        self.magnitudes, self.factor = None, 1.0  # the run's largest input magnitudes, its product of |factors|
+
+    def widest_input(self, rule, reach_in: np.ndarray) -> np.ndarray:
+        """The input magnitudes the step may see: with a fold, those of every input of the run too."""
+        if isinstance(rule, Affine) and self.magnitudes is not None:
+            return np.maximum(reach_in, self.magnitudes)
+        return reach_in
+
+    def fused_error(self, rule) -> float:
+        """A folded product's losses to subnormals (each product's), magnified by the scale applied after."""
+        if isinstance(rule, Affine) and self.magnitudes is not None:
+            return (rule.weight.shape[0] + 3) * F32.underflow * self.factor
+        return 0.0
+
+    def advance(self, rule, reach_in: np.ndarray) -> None:
+        if not (isinstance(rule, (Mul, Div)) and rule.constant.size == 1):
+            self.magnitudes, self.factor = None, 1.0
+            return
+        factor = abs(float(rule.constant.ravel()[0]))
+        factor = factor if isinstance(rule, Mul) else 1 / factor
+        if self.magnitudes is None:
+            self.magnitudes, self.factor = reach_in, factor
+        else:
+            self.magnitudes, self.factor = np.maximum(self.magnitudes, reach_in), self.factor * factor
 
 
 def _below_safe(magnitudes: np.ndarray) -> np.ndarray:

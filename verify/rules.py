@@ -358,8 +358,8 @@ class Affine(Rule):
 
     def rounding(self, mag_in, mag_out, precision):
         k = self.weight.shape[0] + 3
-        total = mag_in @ self.abs_weight + np.abs(self.bias) + k * precision.underflow
-        return up(precision.gamma(k) * total, k + 2)
+        total = mag_in @ self.abs_weight + np.abs(self.bias)
+        return up(precision.gamma(k) * total + k * precision.underflow, k + 2)  # each product may underflow
 
     def peak(self, mag_in):
         """Every product and partial sum is at most Σ|x||W| + |c|; the largest single product at most that too."""
