@@ -136,6 +136,8 @@ def _version() -> str:
 
 def _set_threads(n: int | None) -> None:
     if n is not None:
+        if n < 1:
+            raise CliError(f"--threads must be >= 1, got {n}")
         import torch
 
         torch.set_num_threads(n)
@@ -158,9 +160,10 @@ def cmd_verify(args) -> int:
 def _verify_target(name: str | None, tmp: Path) -> tuple[Path, str | None]:
     """(the .onnx to verify, what it was exported from) for an .onnx file, a checkpoint folder or a zoo name."""
     from linfdist.export import export_checkpoint
+    from linfdist.verify.cli import is_onnx_path
     from linfdist.zoo import bundled_model_dir
 
-    if name and name.endswith(".onnx"):
+    if is_onnx_path(name):
         path = Path(name)
         if not path.is_file():
             raise CliError(f"{path} not found")
@@ -386,3 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"linfdist {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        from linfdist.verify.cli import closed_pipe
+
+        return closed_pipe()

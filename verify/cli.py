@@ -59,6 +59,42 @@ def add_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def is_onnx_path(name: str | None) -> bool:
+    return bool(name) and name.lower().endswith(".onnx")
+
+
+def check_output_paths(args) -> None:
+    """Before any work: --json must be a writable file path (a file already there only if it is an earlier
+    report, so a model is never overwritten by mistake), --vnnlib a writable folder path."""
+    import json
+    import tempfile
+
+    for option, path, folder in (("--json", args.json, False), ("--vnnlib", args.vnnlib, True)):
+        if path is None:
+            continue
+        target = Path(path)
+        if folder and target.exists() and not target.is_dir():
+            raise UsageError(f"{option} {path}: exists and is not a folder")
+        if not folder and target.is_dir():
+            raise UsageError(f"{option} {path}: is a folder; give a file path")
+        if not folder and target.exists():
+            try:
+                schema = json.loads(target.read_text()).get("schema", "")
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+                schema = ""
+            if not str(schema).startswith("linfdist.verify/"):
+                raise UsageError(f"{option} {path}: exists and is not a linfdist verify report; "
+                                 "refusing to overwrite it")
+        parent = (target if folder and target.is_dir() else target.parent).resolve()
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: folder {parent} does not exist")
+        try:  # a probe file: permission bits alone do not tell (root, read-only mounts, /proc)
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=".linfdist-probe-"):
+                pass
+        except OSError as err:
+            raise UsageError(f"{option} {path}: folder {parent} is not writable ({err.strerror})") from None
+
+
 def requested_runtimes(value: str) -> list[str]:
     names = list(NAMES) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in names if v not in NAMES]
@@ -91,6 +127,7 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     names = requested_runtimes(args.runtimes)
+    check_output_paths(args)
     graph = load_graph(onnx_path)
     dataset, eps = _defaults(graph, args)
     images, labels = load_dataset(dataset, "test", args.data_dir)
@@ -98,16 +135,17 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
     wants_ort = any(name.startswith("ort-") for name in names)
-    available = {r.name: r for r in (ort_runtimes(graph) if wants_ort else [])} | (more_runtimes(graph) if more_runtimes else {})
+    available = {r.name: r for r in (ort_runtimes(graph) if wants_ort else [])}
+    available |= more_runtimes(graph) if more_runtimes else {}
     available[REFERENCE] = Runtime(REFERENCE, "verifier float64 numpy", logits=None)
     runtimes = [available.get(name) or unavailable(name, "needs torch: use `linfdist verify`") for name in names]
     if REFERENCE not in names:
         runtimes.insert(0, available[REFERENCE])
     report = verify_dataset(graph, images, labels, eps, dataset, runtimes, args.batch_size,
                             progress=not args.quiet, full_split=full, source=source)
-    print(format_report(report))
-    if args.json:
+    if args.json:  # before the table: a reader that closes the pipe early must not lose the report
         Path(args.json).write_text(report_json(report))
+    print(format_report(report))
     if args.vnnlib:
         from linfdist.verify.compare import pixels
 
@@ -127,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser, "the exported model (.onnx)")
     args = parser.parse_args(argv)
     try:
-        if not args.model or not args.model.endswith(".onnx"):
+        if not is_onnx_path(args.model):
             raise UsageError("give an .onnx file; for checkpoint folders and zoo names use `linfdist verify` "
                              "(it exports them first)")
         return run(args, Path(args.model))
@@ -137,3 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("linfdist.verify: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+#: Exit status when the reader of stdout went away (as a process killed by SIGPIPE reports it).
+CLOSED_PIPE = 141
+
+
+def closed_pipe() -> int:
+    """stdout's reader closed the pipe (``| head``): stop quietly, with no second error at exit."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return CLOSED_PIPE

@@ -62,7 +62,7 @@ def pixels(images: np.ndarray) -> np.ndarray:
 class _Tally:
     def __init__(self, runtime: Runtime):
         self.runtime, self.correct, self.certified, self.dlogit, self.outside = runtime, 0, 0, 0.0, 0
-        self.differing, self.seconds = [], 0.0
+        self.differing, self.seconds, self.failure = [], 0.0, ""
 
     def add(self, cert, logits: np.ndarray, offset: int, seconds: float) -> None:
         logits = np.asarray(logits)
@@ -122,9 +122,14 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
         reference_seconds += time.perf_counter() - t
         counts += [cert.correct.sum(), cert.certified.sum(), cert.margin.sum(), cert.ibp.sum()]
         for tally in tallies:
+            if tally.failure:
+                continue
             t = time.perf_counter()
-            out = tally.runtime.logits(x)
-            tally.add(cert, out, offset, time.perf_counter() - t)
+            try:
+                tally.add(cert, tally.runtime.logits(x), offset, time.perf_counter() - t)
+            except Exception as err:  # noqa: BLE001 - a runtime's own error (ORT raises its own types) is its row's
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                tally.failure = f"failed at sample {offset}: {type(err).__name__}: {first}"
         if bar is not None:
             bar.update(len(x))
     if bar is not None:
@@ -137,7 +142,9 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
             results.append(RuntimeResult(REFERENCE, runtime.description, "", pct[0], pct[1], 0.0, 0, [],
                                          round(reference_seconds, 3)))
         elif runtime.available:
-            results.append(next(t for t in tallies if t.runtime is runtime).result(n))
+            tally = next(t for t in tallies if t.runtime is runtime)
+            results.append(RuntimeResult(runtime.name, runtime.description, tally.failure) if tally.failure
+                           else tally.result(n))
         else:
             results.append(RuntimeResult(runtime.name, runtime.description, runtime.reason))
     model = str(graph.path) if source is None else f"{source} (exported to ONNX)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -113,9 +114,18 @@ def _load_idx_pair(folder: Path, spec: _IdxSpec, split: str):
     n = spec.sizes[split]
     if images.shape != (n, *spec.shape[1:]):
         raise DatasetError(f"{images_path}: expected {n} images of {spec.shape[1:]}, got shape {images.shape}")
-    if labels.shape != (n,) or labels.max() > 9:
-        raise DatasetError(f"{labels_path}: expected {n} labels in 0..9, got shape {labels.shape}")
-    return images.reshape(n, *spec.shape), labels.astype(np.int64)
+    if labels.shape != (n,):
+        raise DatasetError(f"{labels_path}: expected {n} labels, got shape {labels.shape}")
+    return images.reshape(n, *spec.shape), _checked_labels(labels_path, labels)
+
+
+def _checked_labels(path: Path, labels: np.ndarray) -> np.ndarray:
+    """Labels as int64, or a DatasetError naming the first one outside 0..9 and where it is."""
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if len(bad):
+        raise DatasetError(f"{path}: label {int(labels[bad[0]])} at index {int(bad[0])} is outside 0..9 "
+                           f"({len(bad)} such label(s))")
+    return labels.astype(np.int64)
 
 
 def read_idx(path: Path, expected_dims: int) -> np.ndarray:
@@ -162,9 +172,7 @@ def _load_cifar(root: Path, split: str):
 def _check_cifar(path: Path, x: np.ndarray, y: np.ndarray):
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (3, 32, 32) or y.shape != (len(x),):
         raise DatasetError(f"{path}: expected uint8 images [N, 32, 32, 3] and N labels")
-    if len(y) and (y.min() < 0 or y.max() > 9):
-        raise DatasetError(f"{path}: labels outside 0..9")
-    return x, y.astype(np.int64)
+    return x, _checked_labels(path, y)
 
 
 def _read_cifar_npz(path: Path):
@@ -173,7 +181,7 @@ def _read_cifar_npz(path: Path):
     try:
         with np.load(path) as f:
             x, y = f["x"], f["y"]
-    except (OSError, KeyError, ValueError, EOFError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
         raise DatasetError(f"{path}: cannot read ({err}); expected an npz with arrays x [N,32,32,3] and y [N]") from None
     if x.ndim != 4 or x.shape[-1] != 3:
         raise DatasetError(f"{path}: expected x of shape [N, 32, 32, 3], got {x.shape}")

@@ -42,7 +42,8 @@ def format_report(report: Report) -> str:
             rows.append([r.name, _pct(r.clean_accuracy), _pct(r.certified_accuracy), f"{r.max_abs_dlogit:.2e}",
                          str(r.outside_rounding_bound), str(len(r.differing)), f"{r.seconds:.1f}s", r.description])
         else:
-            rows.append([r.name, "-", "-", "-", "-", "-", "-", f"unavailable: {r.reason}"])
+            rows.append([r.name, "-", "-", "-", "-", "-", "-",
+                         r.reason if r.reason.startswith("failed") else f"unavailable: {r.reason}"])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     lines += [fmt(header), fmt(["-" * w for w in widths]), *(fmt(row) for row in rows)]
