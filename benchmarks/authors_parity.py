@@ -31,7 +31,8 @@ import time
 import types
 from pathlib import Path
 
-#: task → (authors' version, torchvision dataset, our dataset, ε_test, their arguments, our recipe, our extra fields).
+#: task → (authors' version, torchvision dataset, our dataset, ε_test, their arguments, our recipe,
+#: our extra fields).
 #: {E}, {W}, {P}, {Q} are the epochs, width, last p = 8 epoch and first p = ∞ epoch of the budget, {S} the seed.
 TASKS = {
     "mnist-0.3": ("v2", "MNIST", "mnist", 0.3, [
@@ -96,13 +97,15 @@ def run_their_main(repo: Path, version: str, argv: list[str], net_width: int) ->
 
         for module in (sys.modules["core.norm_dist"], sys.modules["core.modules.norm_dist"]):
             module.norm_dist = lambda x, w, p, groups=1, use_custom_cuda_func=True, tag=None: _dist(x, w, p, groups)
-            module.bound_inf_dist = lambda lo, hi, w, groups=1, use_custom_cuda_func=True, tag=None: _bound(lo, hi, w, groups)
+            module.bound_inf_dist = (lambda lo, hi, w, groups=1, use_custom_cuda_func=True, tag=None:
+                                     _bound(lo, hi, w, groups))
     else:
         import model.mlp
         import model.norm_dist as functions
 
         functions.norm_dist = lambda x, w, group, p, use_custom_cuda_func=True, tag=None: _dist(x, w, p, group)
-        functions.inf_dist_bound = lambda lo, hi, w, group, use_custom_cuda_func=True, tag=None: _bound(lo, hi, w, group)
+        functions.inf_dist_bound = (lambda lo, hi, w, group, use_custom_cuda_func=True, tag=None:
+                                    _bound(lo, hi, w, group))
         model.mlp.net_width = net_width
     sys.argv = [str(repo / "main.py"), *argv]
     runpy.run_path(str(repo / "main.py"), run_name="__main__")

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
             x = random_crop(x_all[idx], recipe.crop_pad, generator, recipe.crop_padding)
             if recipe.flip:
                 x = random_flip(x, generator)
-            loss = training_loss(model(x), y_all[idx], recipe, model.trunk.input_lipschitz(), scale, recipe.p_warm_epochs)
+            lipschitz = model.trunk.input_lipschitz()
+            loss = training_loss(model(x), y_all[idx], recipe, lipschitz, scale, recipe.p_warm_epochs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             decay.step(recipe.lr)

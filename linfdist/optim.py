@@ -17,7 +17,8 @@ from linfdist.nn import LpDistLinear
 
 @torch.no_grad()
 def lp_row_decay_(weight: torch.Tensor, p: float, amount: float, eps: float) -> None:
-    """w ← w − amount · ∇(½‖w_row‖_p²) for each row, as v1's AdamW computes it (eps keeps 0 ** negative finite)."""
+    """w ← w − amount · ∇(½‖w_row‖_p²) for each row, as v1's AdamW computes it (eps keeps 0 ** negative
+    finite)."""
     rows = weight.view(weight.shape[0], -1)
     if math.isinf(p):
         index = rows.abs().argmax(dim=1, keepdim=True)

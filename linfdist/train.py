@@ -2,9 +2,9 @@
 
 A recipe (``Recipe``) holds every setting; built-in ones live in ``RECIPES`` and any
 field can be overridden. Losses live in ``linfdist.losses``, schedules in
-``linfdist.schedules``, the optimiser in ``linfdist.optim``. Each epoch ends with an atomic checkpoint (``checkpoint.pt``,
-loaded with ``weights_only=True``) and a line in ``metrics.jsonl``; ``resume=True``
-continues from the last complete epoch. The result is a Hub-layout folder
+``linfdist.schedules``, the optimiser in ``linfdist.optim``. Each epoch ends with an
+atomic checkpoint (``checkpoint.pt``, loaded with ``weights_only=True``) and a line in
+``metrics.jsonl``; ``resume=True`` continues from the last complete epoch. The result is a Hub-layout folder
 (config.json, model.safetensors, README.md model card with the measured figures).
 """
 

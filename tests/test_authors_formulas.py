@@ -73,7 +73,8 @@ class TheirsLoss:
 
 def _batch(seed, n=64, classes=10, spread=1.0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, classes, generator=g, dtype=torch.float64) * spread, torch.randint(0, classes, (n,), generator=g)
+    logits = torch.randn(n, classes, generator=g, dtype=torch.float64) * spread
+    return logits, torch.randint(0, classes, (n,), generator=g)
 
 
 @pytest.mark.parametrize("eps, clip, lam, spread", [(0.3 / 0.3081, 1.0, 0.05, 1.0), (0.45 / 0.3081, 1.0, 0.0002, 2.0),
@@ -95,7 +96,8 @@ def test_v2_mixture_matches_the_authors_values_and_gradients(eps, clip, lam, spr
     logits = (-dist).requires_grad_()
     v2_mixture_loss(logits, targets, 2 * eps, clip, 1e-300, torch.tensor(1.0, dtype=torch.float64)).backward()
     top2 = (-dist).topk(2, dim=1).values
-    m = torch.where((-dist).argmax(1) == targets, top2[:, 0] - top2[:, 1], (-dist).gather(1, targets[:, None])[:, 0] - top2[:, 0])
+    true = (-dist).gather(1, targets[:, None])[:, 0]
+    m = torch.where((-dist).argmax(1) == targets, top2[:, 0] - top2[:, 1], true - top2[:, 0])
     inside = (m > 0) & (m < 2 * eps * (1 - 1e-9))
     assert inside.any() and (logits.grad[inside].abs().sum(1) > 0).all()
 
@@ -216,7 +218,8 @@ def test_v1_recipes_follow_the_authors_schedule_at_every_step(name):
 
 
 def test_paper_recipes_are_the_authors_commands():
-    """command/mnist_0.3.sh, mnist_0.1.sh, cifar_0.03137.sh, cifar_0.0078425.sh (v2); ell_inf_dist_net_fashionmnist.sh (v1)."""
+    """v2's command/mnist_0.3.sh, mnist_0.1.sh, cifar_0.03137.sh, cifar_0.0078425.sh; v1's
+    command/ell_inf_dist_net_fashionmnist.sh."""
     v2 = dict(loss="v2", p_start=8.0, p_end=1000.0, batch_size=512, lr=0.03, logit_scale=1.0, logit_scale_lr=0.006,
               adam_betas=[0.9, 0.99], adam_eps=1e-10, weight_decay=0.0, eps_ramp_epochs=0.0, hinge_clip=1.0,
               identity_value=10.0, p_schedule="per-step", lr_hold_epochs=0.0, lr_final=0.0, crop_padding="edge")

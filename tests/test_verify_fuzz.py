@@ -105,7 +105,8 @@ def random_graph(seed: int) -> onnx.ModelProto:
     classes = int(rng.integers(2, 4))
     b.node("Gemm", [h, b.const(_values(rng, (width, classes))), b.const(_values(rng, (classes,)))])
     b.nodes[-1].output[0] = "y"
-    graph = helper.make_graph(b.nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", input_width])],
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", input_width])
+    graph = helper.make_graph(b.nodes, "fuzz", [x_info],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", classes])], b.inits)
     imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(DOMAIN, DOMAIN_VERSION)] if uses_lp else [])
     functions = [lp_dist_function(p, opset)] if uses_lp else []
