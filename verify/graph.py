@@ -120,11 +120,19 @@ def _output(model: onnx.ModelProto) -> str:
     return value.name
 
 
+def _array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+    """A stored tensor's values, or Refused when its data does not fit its type and shape."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError, AssertionError) as err:
+        raise Refused(f"{what}: its data does not fit its type and shape ({err})") from None
+
+
 def _constant(node) -> np.ndarray:
     attrs = {a.name: a for a in node.attribute}
-    if set(attrs) != {"value"}:
+    if set(attrs) != {"value"} or attrs["value"].type != onnx.AttributeProto.TENSOR:
         raise Refused(f"node {node.name!r}: Constant must carry a tensor 'value' (got {sorted(attrs)})")
-    return numpy_helper.to_array(attrs["value"].t)
+    return _array(attrs["value"].t, f"node {node.name!r} (Constant)")
 
 
 def load_graph(path) -> Graph:
@@ -133,7 +141,7 @@ def load_graph(path) -> Graph:
     model = _read(path)
     opset = _opsets(model)
     p = _lp_dist_p(model)
-    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    constants = {init.name: _array(init, f"initializer {init.name!r}") for init in model.graph.initializer}
     if model.graph.sparse_initializer:
         raise Refused("sparse initializers are not supported")
     fed = sorted(v.name for v in model.graph.input if v.name in constants)
