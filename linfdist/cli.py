@@ -393,3 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         from linfdist.verify.cli import closed_pipe
 
         return closed_pipe()
+    except Exception as err:  # noqa: BLE001 - a bug: one line that says so, not a traceback
+        if command != "verify":
+            raise
+        from linfdist.verify.cli import internal_error
+
+        return internal_error(f"linfdist {command}", err)

@@ -115,3 +115,19 @@ def test_an_onnx_runtime_error_is_that_runtimes_failure(tmp_path):
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("ort-cpu"))
     assert "failed at sample 0" in row and "INVALID_ARGUMENT" in row
+
+
+def test_an_unexpected_exception_is_one_line_naming_a_bug(workdir, monkeypatch, capsys):
+    from linfdist.verify import cli
+
+    def broken(*_):
+        raise RuntimeError("something inside went wrong\nsecond line")
+
+    monkeypatch.setattr(cli, "load_graph", broken)
+    monkeypatch.delenv(cli.DEBUG_VAR, raising=False)
+    assert cli.main([str(workdir / "good.onnx"), "--quiet"]) == cli.INTERNAL_ERROR == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error, a bug in linfdist: RuntimeError: something inside" in err
+    monkeypatch.setenv(cli.DEBUG_VAR, "1")
+    with pytest.raises(RuntimeError):
+        cli.main([str(workdir / "good.onnx"), "--quiet"])

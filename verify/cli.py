@@ -177,10 +177,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return closed_pipe()
+    except Exception as err:  # noqa: BLE001 - a bug: one line that says so, not a traceback
+        return internal_error("linfdist.verify", err)
 
 
 #: Exit status when the reader of stdout went away (as a process killed by SIGPIPE reports it).
 CLOSED_PIPE = 141
+#: Exit status of an error that is a bug in linfdist, not in the input (EX_SOFTWARE).
+INTERNAL_ERROR = 70
+DEBUG_VAR = "LINFDIST_DEBUG"
+
+
+def internal_error(program: str, err: Exception) -> int:
+    """One line naming an unexpected exception as a bug (``LINFDIST_DEBUG=1`` re-raises it for the traceback)."""
+    import os
+
+    if os.environ.get(DEBUG_VAR):
+        raise err
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    print(f"{program}: internal error, a bug in linfdist: {type(err).__name__}: {first} "
+          f"(please report it; {DEBUG_VAR}=1 shows the traceback)", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 def closed_pipe() -> int:
