@@ -1,4 +1,5 @@
-"""Build the optional native CPU kernels (kernels/native) as a plain C shared library.
+"""Build the optional native CPU kernels (kernels/native) and the verifier's float64 helper
+(verify/native) as plain C shared libraries.
 
 No -march flags: the library carries AVX-512, AVX2 and scalar code paths and picks one at
 run time. ``optional=True``: if the compiler is missing or fails, linfdist installs anyway
@@ -17,6 +18,13 @@ setup(
             extra_link_args=["-pthread"],
             libraries=["m"],
             optional=True,
-        )
+        ),
+        Extension(  # the independent verifier's own float64 kernel: no code shared with kernels/
+            "linfdist.verify._maxplus",
+            sources=["verify/native/maxplus.c"],
+            extra_compile_args=["-O3", "-std=gnu11"],
+            extra_link_args=["-pthread"],
+            optional=True,
+        ),
     ]
 )

@@ -10,6 +10,7 @@ from typing import Callable
 from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
 from linfdist.verify.errors import Refused
+from linfdist.verify import maxplus
 from linfdist.verify.graph import Graph, load_graph
 from linfdist.verify.report import format_report, report_json
 from linfdist.verify.runtimes import NAMES, REFERENCE, Runtime, ort_runtimes, unavailable
@@ -137,7 +138,7 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
     wants_ort = any(name.startswith("ort-") for name in names)
     available = {r.name: r for r in (ort_runtimes(graph) if wants_ort else [])}
     available |= more_runtimes(graph) if more_runtimes else {}
-    available[REFERENCE] = Runtime(REFERENCE, "verifier float64 numpy", logits=None)
+    available[REFERENCE] = Runtime(REFERENCE, f"verifier float64, {maxplus.backend()} max-plus", logits=None)
     runtimes = [available.get(name) or unavailable(name, "needs torch: use `linfdist verify`") for name in names]
     if REFERENCE not in names:
         runtimes.insert(0, available[REFERENCE])

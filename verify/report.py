@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict
 from importlib import metadata
 
+from linfdist.verify import maxplus
 from linfdist.verify.compare import Report
 from linfdist.verify.rules import ELEMENTARY_ULPS
 
@@ -73,7 +74,7 @@ def report_json(report: Report) -> str:
                            "elementary_function_ulps": ELEMENTARY_ULPS,
                            "elementary_function_absolute": "2^-126 (the smallest normal float32)",
                            "overflow": "no certificate where an intermediate can reach FLT_MAX (1 - 2^-8)",
-                           "reference": "float64 numpy"},
+                           "reference": f"float64 ({maxplus.backend()} max-plus products)"},
         **asdict(report),
     }
     return json.dumps(doc, indent=2, default=_finite) + "\n"

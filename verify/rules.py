@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import AttributeProto, helper
 
+from linfdist.verify import maxplus
 from linfdist.verify.errors import Refused
 
 #: Assumed accuracy of Pow and Tanh in every runtime (ulps of the result); generous on purpose.
@@ -390,10 +391,14 @@ class LpDist(Rule):
         self.weight = _float_constant(operands[1], "the weight")
         if self.weight.ndim != 2 or len(self.in_shape) != 1 or self.weight.shape[1] != self.in_shape[0]:
             raise Refused(f"weight {self.weight.shape} does not fit an input of [batch, {self.in_shape}]")
+        self.weight_t = np.ascontiguousarray(self.weight.T)
         self.out_shape = (self.weight.shape[0],)
 
     def _extremes(self, a):
-        """(max_k (a[n,k] − W[m,k]), max_k (W[m,k] − a[n,k])), each [N, M]."""
+        """(max_k (a[n,k] − W[m,k]), max_k (W[m,k] − a[n,k])), each [N, M]: the compiled helper, else numpy."""
+        compiled = maxplus.extremes(a, self.weight_t)
+        if compiled is not None:
+            return compiled
         n, m = len(a), len(self.weight)
         above, below = np.empty((n, m)), np.empty((n, m))
 
