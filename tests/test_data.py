@@ -105,3 +105,18 @@ def test_bad_names_and_directories(tmp_path, monkeypatch):
     monkeypatch.setenv("LINFDIST_DATA", str(tmp_path / "gone"))
     with pytest.raises(DatasetError, match="LINFDIST_DATA"):
         load_dataset("mnist", "test")
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    """The python batches are pickles: only arrays may come out of them, never a call."""
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with open(batches / "test_batch", "wb") as f:
+        pickle.dump({b"data": Payload(), b"labels": [0]}, f)
+    with pytest.raises(DatasetError, match="refusing to load builtins.print"):
+        load_dataset("cifar10", "test", tmp_path)

@@ -188,12 +188,26 @@ def _read_cifar_npz(path: Path):
     return _check_cifar(path, np.ascontiguousarray(x.transpose(0, 3, 1, 2)), y)
 
 
+#: What a CIFAR-10 python batch may reference: numpy arrays and scalars, nothing that runs code.
+_PICKLE_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                   for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles data only: any other global (a function, a class that runs code) is refused."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays")
+        return super().find_class(module, name)
+
+
 def _read_cifar_pickle(path: Path):
     if not path.is_file():
         raise DatasetError(f"{path} not found (one of the CIFAR-10 python batches)")
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _BatchUnpickler(f, encoding="bytes").load()
         data, labels = batch[b"data"], batch[b"labels"]
     except (OSError, KeyError, TypeError, pickle.UnpicklingError, EOFError) as err:
         raise DatasetError(f"{path}: cannot read ({err}); expected a CIFAR-10 python batch") from None
