@@ -53,68 +53,45 @@ static void rows_portable(const job *j, int64_t i0, int rr, const double **x, in
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-/* AVX-512: an R x 16 tile (2 vectors of 8 per row) of maxima and minima in registers over all of k;
- * a column tail goes to the portable code. max/min of two numbers is exact in any instruction set. */
-__attribute__((target("avx512f"))) static int64_t tiles_avx512(const job *j, int64_t i0, int rr, const double **x) {
-    int64_t c0 = 0;
-    for (; c0 + 16 <= j->m; c0 += 16) {
-        __m512d h[R][2], l[R][2];
-        const double *w = j->wt + c0;
-        for (int r = 0; r < R; r++) {
-            __m512d xb = _mm512_set1_pd(x[r][0]);
-            h[r][0] = l[r][0] = _mm512_sub_pd(xb, _mm512_loadu_pd(w));
-            h[r][1] = l[r][1] = _mm512_sub_pd(xb, _mm512_loadu_pd(w + 8));
-        }
-        for (int64_t kk = 1; kk < j->k; kk++) {
-            const double *wk = w + kk * j->m;
-            __m512d w0 = _mm512_loadu_pd(wk), w1 = _mm512_loadu_pd(wk + 8);
-            for (int r = 0; r < R; r++) {
-                __m512d xb = _mm512_set1_pd(x[r][kk]);
-                __m512d d0 = _mm512_sub_pd(xb, w0), d1 = _mm512_sub_pd(xb, w1);
-                h[r][0] = _mm512_max_pd(h[r][0], d0); l[r][0] = _mm512_min_pd(l[r][0], d0);
-                h[r][1] = _mm512_max_pd(h[r][1], d1); l[r][1] = _mm512_min_pd(l[r][1], d1);
-            }
-        }
-        double hs[R * 16], ls[R * 16];
-        for (int r = 0; r < R; r++) {
-            _mm512_storeu_pd(hs + r * 16, h[r][0]); _mm512_storeu_pd(hs + r * 16 + 8, h[r][1]);
-            _mm512_storeu_pd(ls + r * 16, l[r][0]); _mm512_storeu_pd(ls + r * 16 + 8, l[r][1]);
-        }
-        store(j, i0, rr, c0, 16, hs, ls, 16);
+/* An R x 2V tile (2 vectors of V lanes per row) of maxima and minima in registers over all of k; a
+ * column tail goes to the portable code. max/min of two numbers is exact in any instruction set.
+ * Instantiated below for AVX-512 (V = 8) and AVX2 (V = 4): VT is the vector type, OP(f) names the
+ * intrinsic _mm512_f / _mm256_f. */
+#define TILES(NAME, TARGET, VT, V, OP)                                                                    \
+    __attribute__((target(TARGET))) static int64_t NAME(const job *j, int64_t i0, int rr, const double **x) { \
+        int64_t c0 = 0;                                                                                   \
+        for (; c0 + 2 * V <= j->m; c0 += 2 * V) {                                                         \
+            VT h[R][2], l[R][2];                                                                          \
+            const double *w = j->wt + c0;                                                                 \
+            for (int r = 0; r < R; r++) {                                                                 \
+                VT xb = OP(set1_pd)(x[r][0]);                                                             \
+                h[r][0] = l[r][0] = OP(sub_pd)(xb, OP(loadu_pd)(w));                                      \
+                h[r][1] = l[r][1] = OP(sub_pd)(xb, OP(loadu_pd)(w + V));                                  \
+            }                                                                                             \
+            for (int64_t kk = 1; kk < j->k; kk++) {                                                       \
+                const double *wk = w + kk * j->m;                                                         \
+                VT w0 = OP(loadu_pd)(wk), w1 = OP(loadu_pd)(wk + V);                                      \
+                for (int r = 0; r < R; r++) {                                                             \
+                    VT xb = OP(set1_pd)(x[r][kk]);                                                        \
+                    VT d0 = OP(sub_pd)(xb, w0), d1 = OP(sub_pd)(xb, w1);                                  \
+                    h[r][0] = OP(max_pd)(h[r][0], d0); l[r][0] = OP(min_pd)(l[r][0], d0);                 \
+                    h[r][1] = OP(max_pd)(h[r][1], d1); l[r][1] = OP(min_pd)(l[r][1], d1);                 \
+                }                                                                                         \
+            }                                                                                             \
+            double hs[R * 2 * V], ls[R * 2 * V];                                                          \
+            for (int r = 0; r < R; r++) {                                                                 \
+                OP(storeu_pd)(hs + r * 2 * V, h[r][0]); OP(storeu_pd)(hs + r * 2 * V + V, h[r][1]);       \
+                OP(storeu_pd)(ls + r * 2 * V, l[r][0]); OP(storeu_pd)(ls + r * 2 * V + V, l[r][1]);       \
+            }                                                                                             \
+            store(j, i0, rr, c0, 2 * V, hs, ls, 2 * V);                                                   \
+        }                                                                                                 \
+        return c0;                                                                                        \
     }
-    return c0;
-}
 
-/* AVX2: the same with an R x 8 tile (2 vectors of 4). */
-__attribute__((target("avx2"))) static int64_t tiles_avx2(const job *j, int64_t i0, int rr, const double **x) {
-    int64_t c0 = 0;
-    for (; c0 + 8 <= j->m; c0 += 8) {
-        __m256d h[R][2], l[R][2];
-        const double *w = j->wt + c0;
-        for (int r = 0; r < R; r++) {
-            __m256d xb = _mm256_set1_pd(x[r][0]);
-            h[r][0] = l[r][0] = _mm256_sub_pd(xb, _mm256_loadu_pd(w));
-            h[r][1] = l[r][1] = _mm256_sub_pd(xb, _mm256_loadu_pd(w + 4));
-        }
-        for (int64_t kk = 1; kk < j->k; kk++) {
-            const double *wk = w + kk * j->m;
-            __m256d w0 = _mm256_loadu_pd(wk), w1 = _mm256_loadu_pd(wk + 4);
-            for (int r = 0; r < R; r++) {
-                __m256d xb = _mm256_set1_pd(x[r][kk]);
-                __m256d d0 = _mm256_sub_pd(xb, w0), d1 = _mm256_sub_pd(xb, w1);
-                h[r][0] = _mm256_max_pd(h[r][0], d0); l[r][0] = _mm256_min_pd(l[r][0], d0);
-                h[r][1] = _mm256_max_pd(h[r][1], d1); l[r][1] = _mm256_min_pd(l[r][1], d1);
-            }
-        }
-        double hs[R * 8], ls[R * 8];
-        for (int r = 0; r < R; r++) {
-            _mm256_storeu_pd(hs + r * 8, h[r][0]); _mm256_storeu_pd(hs + r * 8 + 4, h[r][1]);
-            _mm256_storeu_pd(ls + r * 8, l[r][0]); _mm256_storeu_pd(ls + r * 8 + 4, l[r][1]);
-        }
-        store(j, i0, rr, c0, 8, hs, ls, 8);
-    }
-    return c0;
-}
+#define OP512(f) _mm512_##f
+#define OP256(f) _mm256_##f
+TILES(tiles_avx512, "avx512f", __m512d, 8, OP512)
+TILES(tiles_avx2, "avx2", __m256d, 4, OP256)
 #endif
 
 static void rows(const job *j) {
