@@ -178,11 +178,8 @@ class _ScalarScalings:
             self.magnitudes, self.factor = None, 1.0
             return
         factor = abs(float(rule.constant.ravel()[0]))
-        factor = factor if isinstance(rule, Mul) else 1 / factor
-        if self.magnitudes is None:
-            self.magnitudes, self.factor = reach_in, factor
-        else:
-            self.magnitudes, self.factor = np.maximum(self.magnitudes, reach_in), self.factor * factor
+        self.factor *= factor if isinstance(rule, Mul) else 1 / factor
+        self.magnitudes = reach_in if self.magnitudes is None else np.maximum(self.magnitudes, reach_in)
 
 
 def _below_safe(magnitudes: np.ndarray) -> np.ndarray:

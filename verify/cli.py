@@ -9,7 +9,7 @@ from typing import Callable
 
 from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
-from linfdist.verify.errors import Refused
+from linfdist.verify.errors import Refused, first_line
 from linfdist.verify import maxplus
 from linfdist.verify.graph import Graph, load_graph
 from linfdist.verify.report import format_report, report_json
@@ -195,8 +195,7 @@ def internal_error(program: str, err: Exception) -> int:
 
     if os.environ.get(DEBUG_VAR):
         raise err
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    print(f"{program}: internal error, a bug in linfdist: {type(err).__name__}: {first} "
+    print(f"{program}: internal error, a bug in linfdist: {type(err).__name__}: {first_line(err)} "
           f"(please report it; {DEBUG_VAR}=1 shows the traceback)", file=sys.stderr)
     return INTERNAL_ERROR
 

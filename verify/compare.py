@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from linfdist.verify.certificates import certify, lipschitz
+from linfdist.verify.errors import first_line
 from linfdist.verify.graph import Graph
 from linfdist.verify.runtimes import REFERENCE, Runtime
 
@@ -128,8 +129,7 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
             try:
                 tally.add(cert, tally.runtime.logits(x), offset, time.perf_counter() - t)
             except Exception as err:  # noqa: BLE001 - a runtime's own error (ORT raises its own types) is its row's
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                tally.failure = f"failed at sample {offset}: {type(err).__name__}: {first}"
+                tally.failure = f"failed at sample {offset}: {type(err).__name__}: {first_line(err)}"
         if bar is not None:
             bar.update(len(x))
     if bar is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from linfdist.verify.errors import Refused
+from linfdist.verify.errors import Refused, first_line
 from linfdist.verify.function_body import DOMAIN, OP, check_body
 from linfdist.verify.rules import RULES, LpDist, Rule
 
@@ -65,7 +65,7 @@ def _read(path: Path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err) or type(err).__name__
         raise Refused(f"{path}: the ONNX checker rejects it ({first})") from None
     return model
 
