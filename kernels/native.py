@@ -1,4 +1,4 @@
-"""The native CPU kernels (kernels/native, plain C ABI through ctypes) with autograd.
+"""The native CPU kernels (kernels/csrc, plain C ABI through ctypes) with autograd.
 
 The library is built by ``pip install`` (setup.py, optional): if it is missing, or the
 CPU cannot run any of its paths, ``available()`` is False and ``reason()`` says why;
@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from linfdist.kernels import torch_dist
+from linfdist.kernels import contract, torch_dist
 
 ISAS = {"scalar": 0, "avx2": 1, "avx512": 2}
 ENV_ISA, ENV_LIB = "LINFDIST_NATIVE_ISA", "LINFDIST_NATIVE_LIB"
@@ -107,7 +107,7 @@ def _check(status: int, what: str) -> None:
 
 
 def _operands(weight: torch.Tensor, *inputs: torch.Tensor) -> None:
-    torch_dist.check_operands(weight, *inputs)
+    contract.check_operands(weight, *inputs)
     if weight.dtype != torch.float32 or weight.device.type != "cpu":
         raise ValueError(f"the native kernels take float32 CPU tensors, got {weight.dtype} on {weight.device}")
 
@@ -234,20 +234,20 @@ class NativeIntervalLinf(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_lo, grad_hi):
         lower, upper, weight, ilo, ihi = ctx.saved_tensors
-        gw, gl, gu = torch_dist._backward_at_index(torch_dist.LowerBound, weight, [lower, upper], ilo.long(), grad_lo)
-        hw, hl, hu = torch_dist._backward_at_index(torch_dist.UpperBound, weight, [lower, upper], ihi.long(), grad_hi)
+        gw, gl, gu = contract.backward_at_index(contract.LowerBound, weight, [lower, upper], ilo.long(), grad_lo)
+        hw, hl, hu = contract.backward_at_index(contract.UpperBound, weight, [lower, upper], ihi.long(), grad_hi)
         return gl + hl, gu + hu, gw + hw, None
 
 
 def native_lp_dist(x: torch.Tensor, weight: torch.Tensor, p: float = math.inf) -> torch.Tensor:
     """‖x[n] − weight[m]‖_p [N, M] on the native kernels (float32 CPU tensors; NaN inputs take the torch path)."""
-    p = torch_dist.check_p(p)
+    p = contract.check_p(p)
     _operands(weight, x)
     if not available():
         raise RuntimeError(reason())
     if not (_all_finite(x) and _all_finite(weight)):
         return torch_dist.torch_lp_dist(x, weight, p)  # the vector max would drop NaN; torch propagates it
-    track = torch_dist.differentiable(x, weight)
+    track = contract.differentiable(x, weight)
     if math.isinf(p):
         return NativeLinfDist.apply(x, weight, track)
     return NativeLpDist.apply(x, weight, p, track)
@@ -255,12 +255,12 @@ def native_lp_dist(x: torch.Tensor, weight: torch.Tensor, p: float = math.inf) -
 
 def native_interval_lp_dist(lower: torch.Tensor, upper: torch.Tensor, weight: torch.Tensor, p: float = math.inf):
     """(lo, hi) bounds over the box on the native kernels (p = ∞; finite p takes the torch path)."""
-    p = torch_dist.check_p(p)
+    p = contract.check_p(p)
     _operands(weight, lower, upper)
-    torch_dist.check_box(lower, upper)
+    contract.check_box(lower, upper)
     if not available():
         raise RuntimeError(reason())
     finite = all(_all_finite(t) for t in (lower, upper, weight))
     if not math.isinf(p) or not finite:
         return torch_dist.torch_interval_lp_dist(lower, upper, weight, p)
-    return NativeIntervalLinf.apply(lower, upper, weight, torch_dist.differentiable(lower, upper, weight))
+    return NativeIntervalLinf.apply(lower, upper, weight, contract.differentiable(lower, upper, weight))

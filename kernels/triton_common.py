@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.torch_dist import check_operands as check_shapes_and_dtypes
+from linfdist.kernels.contract import check_operands as check_shapes_and_dtypes
 
 
 

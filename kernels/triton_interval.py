@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.torch_dist import LowerBound, UpperBound, check_box, differentiable
+from linfdist.kernels.contract import LowerBound, UpperBound, check_box, differentiable
 from linfdist.kernels.triton_common import (
     check_operands, compute_dtype, even_tiles, load_offsets, propagate_nan, store_tile, tile_configs,
 )

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from linfdist.kernels.torch_dist import AbsDiff, differentiable
+from linfdist.kernels.contract import AbsDiff, differentiable
 from linfdist.kernels.triton_common import (
     check_operands, compute_dtype, even_tiles, load_offsets, propagate_nan, store_tile, tile_configs,
 )
@@ -91,7 +91,7 @@ def linf_forward(x: torch.Tensor, w: torch.Tensor, with_index: bool):
 def backward_at_index(rule, w, inputs, index, grad_out, deterministic: bool):
     """Gradients (w, *inputs) of a max-type op: each output's gradient goes to its k* only.
 
-    ``rule`` (a coordinate rule of ``torch_dist``) gives the partial derivatives at the
+    ``rule`` (a coordinate rule of ``contract``) gives the partial derivatives at the
     picked coordinate; the scatter runs on Triton. Same arithmetic and, with
     ``deterministic``, the same summation order as the pure-torch reference.
     """

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from linfdist.kernels.torch_dist import check_p
+from linfdist.kernels.contract import check_p
 from linfdist.kernels.triton_interval import triton_interval_linf_dist
 from linfdist.kernels.triton_linf import triton_linf_dist
 from linfdist.kernels.triton_lp import triton_lp_dist_finite

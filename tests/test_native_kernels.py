@@ -118,9 +118,9 @@ def test_fractional_powers_are_accurate_over_the_whole_range(p, isa):
 
 
 def test_power_constants_are_the_fits_the_script_prints():
-    """vpow_general's polynomial coefficients and log2 tables are what kernels/native/pow_coefficients.py
+    """vpow_general's polynomial coefficients and log2 tables are what kernels/csrc/pow_coefficients.py
     computes (the comments say so; this keeps it true)."""
-    root = Path(__file__).resolve().parents[1] / "kernels" / "native"
+    root = Path(__file__).resolve().parents[1] / "kernels" / "csrc"
     printed = subprocess.run([sys.executable, str(root / "pow_coefficients.py")], capture_output=True, text=True,
                              check=True).stdout.splitlines()
     source = (root / "linfdist_native.c").read_text() + (root / "body.h").read_text()

@@ -4,18 +4,20 @@ The interpreter cannot catch what only the compiler rejects (a non-constexpr glo
 unsupported cast) or what makes the GPU slow (register spills, masked or scalar loads
 in the k loop). Triton compiles for sm_90 on this machine; a subprocess without
 TRITON_INTERPRET compiles every kernel in every autotune config and reads the machine
-code back (kernels/triton_static.py).
+code back (benchmarks/sass_report.py).
 """
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from linfdist.kernels import triton_available
 
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sass_report.py"
 pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
 
 #: Instructions per output element of each hot loop (both passes of a two-pass kernel),
@@ -36,7 +38,7 @@ BUDGETS = {
 @pytest.fixture(scope="module")
 def reports():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-m", "linfdist.kernels.triton_static", "--all", "--json"],
+    run = subprocess.run([sys.executable, str(SCRIPT), "--all", "--json"],
                          capture_output=True, text=True, env=env, timeout=600)
     if run.returncode != 0 and "ptxas" in run.stderr and "not found" in run.stderr.lower():
         pytest.skip("this Triton build has no ptxas to compile with")

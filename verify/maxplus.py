@@ -1,4 +1,4 @@
-"""The verifier's float64 max-plus products: its own compiled helper (verify/native/maxplus.c, loaded
+"""The verifier's float64 max-plus products: its own compiled helper (verify/csrc/maxplus.c, loaded
 with ctypes), else numpy. Both give the same values: every entry is a maximum of exactly rounded
 differences, which no order of evaluation changes.
 

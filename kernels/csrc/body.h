@@ -127,7 +127,7 @@ TARGET static void NAME(interval_rows)(const float *l, const float *u, int64_t k
  * from the exponent bits, c_i from the mantissa's top bits (tables LOG2_INV_C, LOG2_C), r = m / c_i - 1
  * in [-1/8, 1/9] and log2(1 + r) by a degree-6 polynomial (abs. error 1.4e-9); 2^y = 2^round(y) 2^f by a
  * degree-5 polynomial on [-1/2, 1/2] (rel. error 1.1e-7, exact at f = 0); near-minimax fits printed by
- * kernels/native/pow_coefficients.py. Relative error within 3e-7 + 1.5e-7 |e log2 t| (the second term the
+ * kernels/csrc/pow_coefficients.py. Relative error within 3e-7 + 1.5e-7 |e log2 t| (the second term the
  * float32 rounding of the exponent; tests/test_native_kernels.py checks it per element). y is clamped at -126: t^e below 2^-126 comes out as about 2^-126, and t below
  * 2^-126 (or 0) as a number in [2^-127, 2^-126) raised to e, harmless in sums that hold a term equal to 1
  * and in gradients, whose coefficients are multiplied by sign(x - w). */

@@ -24,137 +24,23 @@ enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
  * i >= 2), except c_3 = 1, so that log2 t = t - 1 times a polynomial for t in [7/8, 1) (no cancellation
  * where the large-p terms live); LOG2_C[i] = -log2(LOG2_INV_C[i]) in double, rounded, less 1 for i >= 2.
  * Repeated four times: the in-lane permutes pick among four lanes of each 128 bits. Printed by
- * kernels/native/pow_coefficients.py. */
+ * kernels/csrc/pow_coefficients.py. */
 #define LOG2_INV_C_ 0.888888896f, 0.727272749f, 0.615384638f, 0.5f
 #define LOG2_C_ 0.169924989f, 0.459431589f, -0.299560338f, 0.0f
 static const float LOG2_INV_C[16] = {LOG2_INV_C_, LOG2_INV_C_, LOG2_INV_C_, LOG2_INV_C_};
 static const float LOG2_C[16] = {LOG2_C_, LOG2_C_, LOG2_C_, LOG2_C_};
 
-/* ---- portable scalar ---- */
-static inline int32_t f_as_i(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
-static inline float i_as_f(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
-#define SUFFIX scalar
-#define TARGET
-#define VW 1
-#define CV 16
-typedef float vec;
-typedef int vmask;
-typedef int32_t ivec;
-#define V_ZERO() 0.0f
-#define V_SET1(f) ((float)(f))
-#define V_LOAD(p) (*(p))
-#define V_STORE(p, v) (*(p) = (v))
-#define V_SUB(a, b) ((a) - (b))
-#define V_ADD(a, b) ((a) + (b))
-#define V_MUL(a, b) ((a) * (b))
-#define V_FMA(a, b, c) ((float)((double)(a) * (b) + (c))) /* one rounding, as a fused multiply-add (but twice, rarely) */
-#define V_ABS(a) fabsf(a)
-#define V_MAX(a, b) ((b) > (a) ? (b) : (a))
-#define V_GT(a, b) ((a) > (b))
-#define VM_ANY(m) (m)
-#define V_BLEND(a, b, m) ((m) ? (b) : (a))
-#define V_SIGN(a) ((float)(((a) > 0) - ((a) < 0)))
-#define IV_SET1(i) ((int32_t)(i))
-#define IV_BLEND(a, b, m) ((m) ? (b) : (a))
-#define IV_STORE(p, v) (*(p) = (v))
-#define V_ROUND(a) rintf(a)
-#define V_TO_I(a) ((int32_t)rintf(a))
-#define V_CVT_I(i) ((float)(i))
-#define V_AS_I(a) f_as_i(a)
-#define I_AS_V(i) i_as_f(i)
-#define I_SET1(i) ((int32_t)(i))
-#define I_ADD(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
-#define I_AND(a, b) ((a) & (b))
-#define I_OR(a, b) ((a) | (b))
-#define I_SRL(a, n) ((int32_t)((uint32_t)(a) >> (n)))
-#define I_SRA(a, n) ((int32_t)(a) >> (n))
-#define V_TABLE4(tab, i) ((tab)[(i) & 3])
-#define I_SLL(a, n) ((int32_t)((uint32_t)(a) << (n)))
+/* ---- the kernels of body.h, once per instruction set (isa_*.h define its vector operations) ---- */
+#include "isa_scalar.h"
 #include "body.h"
 #include "undef_isa.h"
 
 #ifdef LD_X86
-/* ---- AVX2 + FMA: 8 lanes, tiles of 4 rows x 16 outputs ---- */
-#define SUFFIX avx2
-#define TARGET __attribute__((target("avx2,fma")))
-#define VW 8
-#define CV 3
-#define vec __m256
-#define vmask __m256
-#define ivec __m256i
-#define V_ZERO() _mm256_setzero_ps()
-#define V_SET1(f) _mm256_set1_ps(f)
-#define V_LOAD(p) _mm256_loadu_ps(p)
-#define V_STORE(p, v) _mm256_storeu_ps(p, v)
-#define V_SUB(a, b) _mm256_sub_ps(a, b)
-#define V_ADD(a, b) _mm256_add_ps(a, b)
-#define V_MUL(a, b) _mm256_mul_ps(a, b)
-#define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define V_ABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
-#define V_MAX(a, b) _mm256_max_ps(b, a)
-#define V_GT(a, b) _mm256_cmp_ps(a, b, _CMP_GT_OQ)
-#define VM_ANY(m) _mm256_movemask_ps(m)
-#define V_BLEND(a, b, m) _mm256_blendv_ps(a, b, m)
-#define V_SIGN(a) _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(1.0f)), \
-                                _mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_LT_OQ), _mm256_set1_ps(1.0f)))
-#define IV_SET1(i) _mm256_set1_epi32(i)
-#define IV_BLEND(a, b, m) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m))
-#define IV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), v)
-#define V_ROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define V_TO_I(a) _mm256_cvtps_epi32(a)
-#define V_CVT_I(i) _mm256_cvtepi32_ps(i)
-#define V_AS_I(a) _mm256_castps_si256(a)
-#define I_AS_V(i) _mm256_castsi256_ps(i)
-#define I_SET1(i) _mm256_set1_epi32(i)
-#define I_ADD(a, b) _mm256_add_epi32(a, b)
-#define I_AND(a, b) _mm256_and_si256(a, b)
-#define I_OR(a, b) _mm256_or_si256(a, b)
-#define I_SRL(a, n) _mm256_srli_epi32(a, n)
-#define I_SRA(a, n) _mm256_srai_epi32(a, n)
-#define V_TABLE4(tab, i) _mm256_permutevar_ps(_mm256_loadu_ps(tab), i) /* in-lane, by the low 2 bits of i */
-#define I_SLL(a, n) _mm256_slli_epi32(a, n)
+#include "isa_avx2.h"
 #include "body.h"
 #include "undef_isa.h"
 
-/* ---- AVX-512F: 16 lanes, tiles of 4 rows x 64 outputs ---- */
-#define SUFFIX avx512
-#define TARGET __attribute__((target("avx512f")))
-#define VW 16
-#define CV 4
-#define vec __m512
-#define vmask __mmask16
-#define ivec __m512i
-#define V_ZERO() _mm512_setzero_ps()
-#define V_SET1(f) _mm512_set1_ps(f)
-#define V_LOAD(p) _mm512_loadu_ps(p)
-#define V_STORE(p, v) _mm512_storeu_ps(p, v)
-#define V_SUB(a, b) _mm512_sub_ps(a, b)
-#define V_ADD(a, b) _mm512_add_ps(a, b)
-#define V_MUL(a, b) _mm512_mul_ps(a, b)
-#define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define V_ABS(a) _mm512_castsi512_ps(_mm512_and_epi32(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff)))
-#define V_MAX(a, b) _mm512_max_ps(b, a)
-#define V_GT(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
-#define VM_ANY(m) (m)
-#define V_BLEND(a, b, m) _mm512_mask_blend_ps(m, a, b)
-#define V_SIGN(a) _mm512_sub_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f)), \
-                                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_set1_ps(1.0f)))
-#define IV_SET1(i) _mm512_set1_epi32(i)
-#define IV_BLEND(a, b, m) _mm512_mask_blend_epi32(m, a, b)
-#define IV_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
-#define V_ROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define V_TO_I(a) _mm512_cvtps_epi32(a)
-#define V_CVT_I(i) _mm512_cvtepi32_ps(i)
-#define V_AS_I(a) _mm512_castps_si512(a)
-#define I_AS_V(i) _mm512_castsi512_ps(i)
-#define I_SET1(i) _mm512_set1_epi32(i)
-#define I_ADD(a, b) _mm512_add_epi32(a, b)
-#define I_AND(a, b) _mm512_and_epi32(a, b)
-#define I_OR(a, b) _mm512_or_epi32(a, b)
-#define I_SRL(a, n) _mm512_srli_epi32(a, n)
-#define I_SRA(a, n) _mm512_srai_epi32(a, n)
-#define V_TABLE4(tab, i) _mm512_permutevar_ps(_mm512_loadu_ps(tab), i) /* in-lane, by the low 2 bits of i */
-#define I_SLL(a, n) _mm512_slli_epi32(a, n)
+#include "isa_avx512.h"
 #include "body.h"
 #endif
 
@@ -216,16 +102,26 @@ static void parallel(range_fn fn, void *args, int64_t total, int threads, int64_
 
 /* ---- entry points ---- */
 
+/* One argument struct per entry point: the range functions below get one through parallel()'s void *. */
+typedef struct { const float *x, *wt; int64_t k, mp, m; float *y; int32_t *idx; int isa; } linf_forward_args;
 typedef struct {
-    const float *x, *u, *wt, *w, *g, *y;
-    int64_t n, k, m, mp;
+    const float *l, *u, *wt;
+    int64_t k, mp, m;
+    float *lo, *hi;
+    int32_t *ilo, *ihi;
+    int isa;
+} interval_args;
+typedef struct { const float *x, *wt; int64_t k, mp, m; double p; int64_t ip; float tau; float *y; int isa; } lp_forward_args;
+typedef struct {
+    const float *x, *w, *g, *y;
+    int64_t n, k, m;
     double p;
     int64_t ip;
     float tau;
-    float *out, *out2, *grad;
-    int32_t *idx, *idx2;
+    float *gx, *gw;
     int isa;
-} call;
+} lp_backward_args;
+typedef struct { const float *x, *w, *g; const int32_t *idx; int64_t n, k, m; float *grad; } linf_backward_args;
 
 #define DISPATCH(isa, f, ...)                                   \
     do {                                                        \
@@ -287,8 +183,8 @@ int ld_pack_panels(const float *w, int64_t m, int64_t k, int64_t sm, int64_t sk,
 }
 
 static void linf_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
-    DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->out, c->idx);
+    linf_forward_args *c = (linf_forward_args *)a;
+    DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->y, c->idx);
 }
 
 /* y[n, m] = max_k |x[n, k] - w[m, k]| for x [n, k] and W packed as panels [mp / T, k, T] (T =
@@ -298,14 +194,14 @@ int ld_linf_forward(const float *x, int64_t n, int64_t k, const float *wt, int64
                     int32_t *idx, int isa, int threads) {
     int status = check(isa, n, k, m);
     if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
-    call c = {.x = x, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .out = y, .idx = idx, .isa = isa};
+    linf_forward_args c = {.x = x, .wt = wt, .k = k, .mp = mp, .m = m, .y = y, .idx = idx, .isa = isa};
     parallel(linf_range, &c, n, threads, 4);
     return 0;
 }
 
 static void interval_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
-    DISPATCH(c->isa, interval_rows, c->x, c->u, c->k, c->wt, c->mp, c->m, b, e, c->out, c->out2, c->idx, c->idx2);
+    interval_args *c = (interval_args *)a;
+    DISPATCH(c->isa, interval_rows, c->l, c->u, c->k, c->wt, c->mp, c->m, b, e, c->lo, c->hi, c->ilo, c->ihi);
 }
 
 /* Bounds of max_k |x_k - w[m, k]| over the box l <= x <= u: lo, hi [n, m] and their first arg-max k
@@ -314,8 +210,8 @@ int ld_interval_linf(const float *l, const float *u, int64_t n, int64_t k, const
                      float *lo, float *hi, int32_t *ilo, int32_t *ihi, int isa, int threads) {
     int status = check(isa, n, k, m);
     if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
-    call c = {.x = l, .u = u, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .out = lo, .out2 = hi,
-              .idx = ilo, .idx2 = ihi, .isa = isa};
+    interval_args c = {.l = l, .u = u, .wt = wt, .k = k, .mp = mp, .m = m, .lo = lo, .hi = hi, .ilo = ilo,
+                       .ihi = ihi, .isa = isa};
     parallel(interval_range, &c, n, threads, 4);
     return 0;
 }
@@ -351,10 +247,10 @@ static void restore_fp(unsigned saved) {
 }
 
 static void lp_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
-    DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->out, NULL);
+    lp_forward_args *c = (lp_forward_args *)a;
+    DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->y, NULL);
     unsigned saved = flush_subnormals();
-    DISPATCH(c->isa, lp_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->p, c->ip, c->tau, c->out);
+    DISPATCH(c->isa, lp_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->p, c->ip, c->tau, c->y);
     restore_fp(saved);
 }
 
@@ -364,41 +260,41 @@ int ld_lp_forward(const float *x, int64_t n, int64_t k, const float *wt, int64_t
     int status = check(isa, n, k, m);
     if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
     if (!(p >= 1) || isinf(p)) return -4;
-    call c = {.x = x, .wt = wt, .n = n, .k = k, .m = m, .mp = mp, .p = p, .ip = integer_exponent(p),
-              .tau = skip_below(p + 1.0), .out = y, .isa = isa};
+    lp_forward_args c = {.x = x, .wt = wt, .k = k, .mp = mp, .m = m, .p = p, .ip = integer_exponent(p),
+                         .tau = skip_below(p + 1.0), .y = y, .isa = isa};
     parallel(lp_range, &c, n, threads, 4);
     return 0;
 }
 
-typedef struct { call *c; int parts, round; } tiles;
+typedef struct { lp_backward_args *c; int parts, round; } tiles;
 
 /* Tile (part, part + round mod parts) of the parts x parts grid over (rows of x, rows of w). */
 static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
     tiles *t = (tiles *)a;
-    call *c = t->c;
+    lp_backward_args *c = t->c;
     unsigned saved = flush_subnormals();
     for (int64_t part = b; part < e; part++) {
         int64_t other = (part + t->round) % t->parts;
         int64_t i0 = c->n * part / t->parts, i1 = c->n * (part + 1) / t->parts;
         int64_t j0 = c->m * other / t->parts, j1 = c->m * (other + 1) / t->parts;
-        DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, i0, i1, j0, j1, c->grad,
-                 c->out);
+        DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, i0, i1, j0, j1, c->gx,
+                 c->gw);
     }
     restore_fp(saved);
 }
 
 /* One operand's gradient: rows of x (gx) or of w (gw) split between threads, all of the other operand. */
 static void lp_grad_x_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
+    lp_backward_args *c = (lp_backward_args *)a;
     unsigned saved = flush_subnormals();
-    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, b, e, 0, c->m, c->grad, NULL);
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, b, e, 0, c->m, c->gx, NULL);
     restore_fp(saved);
 }
 
 static void lp_grad_w_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
+    lp_backward_args *c = (lp_backward_args *)a;
     unsigned saved = flush_subnormals();
-    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, 0, c->n, b, e, NULL, c->out);
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, 0, c->n, b, e, NULL, c->gw);
     restore_fp(saved);
 }
 
@@ -411,8 +307,8 @@ int ld_lp_backward(const float *x, const float *w, const float *y, const float *
     int status = check(isa, n, k, m);
     if (status) return status;
     if (!(p >= 1) || isinf(p)) return -4;
-    call c = {.x = x, .w = w, .g = g, .y = y, .n = n, .k = k, .m = m, .p = p, .ip = integer_exponent(p - 1.0),
-              .tau = skip_below(p), .grad = gx, .out = gw, .isa = isa};
+    lp_backward_args c = {.x = x, .w = w, .g = g, .y = y, .n = n, .k = k, .m = m, .p = p,
+                          .ip = integer_exponent(p - 1.0), .tau = skip_below(p), .gx = gx, .gw = gw, .isa = isa};
     if (gx && gw) {
         int parts = threads < 1 ? 1 : threads > 64 ? 64 : threads;
         if (parts > n) parts = (int)(n > 0 ? n : 1);
@@ -431,7 +327,7 @@ int ld_lp_backward(const float *x, const float *w, const float *y, const float *
 static float sign_of(float d) { return (float)((d > 0) - (d < 0)); }
 
 static void linf_grad_x_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
+    linf_backward_args *c = (linf_backward_args *)a;
     for (int64_t i = b; i < e; i++)
         for (int64_t j = 0; j < c->m; j++) {
             int64_t kk = c->idx[i * c->m + j];
@@ -440,7 +336,7 @@ static void linf_grad_x_range(void *a, int64_t b, int64_t e) {
 }
 
 static void linf_grad_w_range(void *a, int64_t b, int64_t e) {
-    call *c = (call *)a;
+    linf_backward_args *c = (linf_backward_args *)a;
     for (int64_t j = b; j < e; j++)
         for (int64_t i = 0; i < c->n; i++) {
             int64_t kk = c->idx[i * c->m + j];
@@ -455,7 +351,7 @@ int ld_linf_backward(const float *x, const float *w, const int32_t *idx, const f
                      int64_t m, float *gx, float *gw, int threads) {
     int status = check(ISA_SCALAR, n, k, m);
     if (status) return status;
-    call c = {.x = x, .w = w, .g = g, .n = n, .k = k, .m = m, .idx = (int32_t *)idx};
+    linf_backward_args c = {.x = x, .w = w, .g = g, .idx = idx, .n = n, .k = k, .m = m};
     if (gx) { c.grad = gx; parallel(linf_grad_x_range, &c, n, threads, 16); }
     if (gw) { c.grad = gw; parallel(linf_grad_w_range, &c, m, threads, 16); }
     return 0;
