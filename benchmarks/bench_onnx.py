@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from linfdist.bench import median_seconds
+from bench_lp_dist import median_seconds  # this folder is on sys.path when run as a script
 from linfdist.data import load_dataset
 from linfdist.evaluate import pixels
 from linfdist.export import export_checkpoint, session

@@ -33,7 +33,9 @@ def main(argv=None) -> int:
     from linfdist.evaluate import pixels
     from linfdist.kernels import native
     from linfdist.optim import make_optimizer
-    from linfdist.train import build_model, get_recipe, random_crop, random_flip, training_loss
+    from linfdist.augment import augment
+    from linfdist.losses import training_loss
+    from linfdist.train import build_model, get_recipe
 
     recipe = get_recipe(args.recipe)
     images, labels = load_dataset(recipe.dataset, "train", args.data_dir)
@@ -51,9 +53,7 @@ def main(argv=None) -> int:
         for step in range(args.steps + 2):
             idx = torch.randint(0, len(x_all), (recipe.batch_size,), generator=generator)
             start = time.perf_counter()
-            x = random_crop(x_all[idx], recipe.crop_pad, generator, recipe.crop_padding)
-            if recipe.flip:
-                x = random_flip(x, generator)
+            x = augment(x_all[idx], recipe, generator)
             lipschitz = model.trunk.input_lipschitz()
             loss = training_loss(model(x), y_all[idx], recipe, lipschitz, scale, recipe.p_warm_epochs)
             optimizer.zero_grad(set_to_none=True)

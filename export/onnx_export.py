@@ -16,10 +16,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
 from linfdist import __version__
+from linfdist.errors import LinfdistError
+from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
 from linfdist.files import atomic_path, sha256_file
-from linfdist.models import LinfDistNet, LinfDistNetMLP, _LinfDistTrunk
+from linfdist.models import LinfDistNet, LinfDistNetMLP, LinfDistTrunk
 from linfdist.nn import LpDistLinear, MeanShift
 
 DEFAULT_OPSET = 18
@@ -27,11 +28,11 @@ OPSETS = range(13, 22)
 INPUT, OUTPUT = "pixels", "logits"
 #: Initializers above this many bytes go to an external data file (protobuf caps a file at 2 GiB).
 EXTERNAL_DATA_BYTES = 1 << 30
-_KNOWN = (LinfDistNet, LinfDistNetMLP, _LinfDistTrunk, nn.ModuleList, nn.Sequential, LpDistLinear, MeanShift,
+_KNOWN = (LinfDistNet, LinfDistNetMLP, LinfDistTrunk, nn.ModuleList, nn.Sequential, LpDistLinear, MeanShift,
           nn.Linear, nn.ReLU)
 
 
-class ExportError(ValueError):
+class ExportError(LinfdistError):
     """The model cannot be exported faithfully; nothing was written."""
 
 
@@ -69,7 +70,7 @@ class _Graph:
         return output
 
 
-def _trunk(g: _Graph, trunk: _LinfDistTrunk, p: float, h: str) -> str:
+def _trunk(g: _Graph, trunk: LinfDistTrunk, p: float, h: str) -> str:
     h = g.node("Flatten", [h], "flat", axis=1)
     h = g.node("Sub", [h, g.weight("pixel_mean", trunk.pixel_mean)], "centered")
     h = g.node("Div", [h, g.weight("pixel_std", trunk.pixel_std)], "normalized")

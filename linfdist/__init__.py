@@ -10,7 +10,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "certify", "cli", "data", "evaluate", "export", "functional", "kernels", "models", "nn", "train", "verify", "zoo",
+    "certify", "cli", "data", "evaluate", "export", "functional", "kernels", "models", "nn", "recipe", "train", "verify",
+    "workflows", "zoo",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from linfdist.errors import LinfdistError
 from linfdist.models import LinfDistNet, LinfDistNetMLP, per_sample
 from linfdist.rounding import unit_roundoff
 
@@ -92,7 +93,7 @@ def margin_radius(model: LinfDistNet, x: torch.Tensor, labels: torch.Tensor):
 def certify(model, x: torch.Tensor, labels: torch.Tensor, eps: float) -> Certificates:
     """Certify one batch of pixel inputs x in [0, 1] at radius ε (model in eval mode, p = ∞)."""
     if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+        raise LinfdistError(f"eps must be >= 0, got {eps}")
     was_training = model.training
     model.eval()
     try:

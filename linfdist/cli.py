@@ -10,19 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+from linfdist.verify.errors import first_line
+
 
 def _passive_openmp_for_native_kernels() -> None:
     """Where the native kernels are built, let torch's OpenMP workers sleep after each parallel op instead
     of spinning: the kernels' own threads share the cores with them, and a spinning worker slowed a 5×1024
     training step by 1.3–1.5× (2026-11-26, 2 cores). The pure-torch path is faster spinning, so it keeps the
-    default. Must run before torch loads OpenMP; an OMP_WAIT_POLICY the user set wins."""
+    default. Called by ``main`` before any command loads torch (never at import); an OMP_WAIT_POLICY the user
+    set wins."""
     spec = importlib.util.find_spec("linfdist.kernels")
     folders = (spec.submodule_search_locations or []) if spec else []
     if "OMP_WAIT_POLICY" not in os.environ and any(any(Path(f).glob("_native*")) for f in folders):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-
-_passive_openmp_for_native_kernels()
 
 
 class CliError(Exception):
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="certify a model with the independent verifier; compare runtimes")
     from linfdist.verify.cli import add_arguments, eps_value
 
-    add_arguments(v, "an .onnx file, a checkpoint folder or a zoo name (default: the bundled model)")
+    add_arguments(v, f"{MODEL_HELP} (default: the zoo's default model)")
     v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
     t = sub.add_parser("train", help="train a model from a recipe (resumable)")
@@ -66,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of the reference run (default: the log's last epoch)")
 
     e = sub.add_parser("export", help="write a checkpoint as ONNX (ai.linfdist::LpDist with its function body)")
-    e.add_argument("model", nargs="?", default="default",
-                   help="checkpoint folder, or 'default' for the bundled model (default)")
+    e.add_argument("model", nargs="?", default=None, help=f"{MODEL_HELP.split(' or an .onnx')[0]} (default: the zoo's "
+                                                         "default model)")
     e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     e.add_argument("--opset", type=int, default=18, help="ONNX opset, 13..21 (default 18)")
     e.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
@@ -82,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "cifar10"])
     conv.add_argument("--eps", type=eps_value, required=True, help="the ε it was trained for, in pixel units (0.3, 8/255)")
     conv.add_argument("-o", "--output", required=True, help="folder to write (config.json + model.safetensors)")
-    rec = zsub.add_parser("recertify", help="re-derive a bundled model's figures with the verifier; "
-                                            "rewrite its card and registry entry")
+    zsub.add_parser("sync", help="regenerate the bundled cards and the README's zoo table from the registry "
+                                 "(in a source checkout)")
+    rec = zsub.add_parser("recertify", help="re-derive a bundled model's figures with the verifier into the "
+                                            "registry; regenerate its card (in a source checkout)")
     rec.add_argument("name", help="model name (see `linfdist zoo list`)")
     _add_common(rec)
     bun = zsub.add_parser("bundle", help="ship a trained, certified checkpoint folder inside the package")
@@ -97,24 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--dry-run", action="store_true", help="stage and check everything, upload nothing")
     pub.add_argument("--registry", help="registry file to record the upload in (default: the package's)")
 
-    b = sub.add_parser("bench", help="time the ℓp-dist backends against torch.cdist")
-    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper, anneal (default: small,paper on CUDA, "
-                                    "small on CPU)")
-    b.add_argument("--p", default="inf,8", help="comma-separated p values, or 'sweep' for the p-annealing set "
-                                                "8,16,17,21,21.01,55,381,1000,999.5,inf (default: inf,8)")
-    b.add_argument("--passes", help="comma-separated: fwd, bwd, fwdbwd, bounds, step (default: fwd,bwd,bounds,step on "
-                                    "CUDA; fwd,bwd,bounds on CPU)")
-    b.add_argument("--backends", help="comma-separated: triton, native, torch, torch-compile, cdist (default: all that run here, "
-                                      "but not torch-compile or the Triton interpreter)")
-    b.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported (default 5)")
-    b.add_argument("--net", choices=["cifar10", "mnist"], default="mnist",
-                   help="the step benchmark's net: mnist (5 layers, 784 inputs) or cifar10 (6 layers, 3072 inputs)")
-    b.add_argument("--width", type=int, default=5120, help="hidden width of the step benchmark's net")
-    b.add_argument("--batch", type=int, default=512, help="batch size of the step benchmark")
-    b.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    sub.add_parser("bench", add_help=False, help="time the ℓp-dist backends against torch.cdist "
+                                                 "(benchmarks/bench_lp_dist.py of a source checkout; --help lists "
+                                                 "its options)")
     return parser
+
+
+MODEL_HELP = ("a zoo name or alias, a checkpoint folder, a Hugging Face Hub repo id (owner/name; offline from the "
+              "HF cache with HF_HUB_OFFLINE=1) or an .onnx file")
 
 
 class _VersionAction(argparse.Action):
@@ -150,38 +143,17 @@ def cmd_verify(args) -> int:
 
     from linfdist.runtimes import torch_runtimes
     from linfdist.verify.cli import run
+    from linfdist.workflows import onnx_file, resolve_model
 
     _set_threads(args.threads)
+    source = resolve_model(args.model)
     with tempfile.TemporaryDirectory(prefix="linfdist-verify-") as tmp:
-        onnx_path, source = _verify_target(args.model, Path(tmp))
-        return run(args, onnx_path, torch_runtimes, source)
-
-
-def _verify_target(name: str | None, tmp: Path) -> tuple[Path, str | None]:
-    """(the .onnx to verify, what it was exported from) for an .onnx file, a checkpoint folder or a zoo name."""
-    from linfdist.export import export_checkpoint
-    from linfdist.verify.cli import is_onnx_path
-    from linfdist.zoo import bundled_model_dir
-
-    if is_onnx_path(name):
-        path = Path(name)
-        if not path.is_file():
-            raise CliError(f"{path} not found")
-        return path, None
-    if name is None:
-        folder = bundled_model_dir()
-    elif Path(name).is_dir():
-        folder = Path(name)
-    else:
-        from linfdist.zoo.registry import get_entry, model_folder
-
-        folder = model_folder(get_entry(name).name)
-    path = export_checkpoint(folder, tmp / f"{folder.resolve().name}.onnx")
-    return path, str(folder)
+        return run(args, onnx_file(source, Path(tmp)), torch_runtimes, None if source.is_onnx else str(source.path))
 
 
 def cmd_train(args) -> int:
-    from linfdist.train import RECIPES, get_recipe, train
+    from linfdist.recipe import RECIPES, get_recipe
+    from linfdist.workflows import train_and_certify
 
     if args.list_recipes:
         for name, recipe in sorted(RECIPES.items()):
@@ -195,8 +167,8 @@ def cmd_train(args) -> int:
     recipe = recipe.override(overrides)
     out = Path(args.out or f"runs/{recipe.name}")
     try:
-        target = train(recipe, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
-                       device=_train_device(args.device))
+        target = train_and_certify(recipe, out, data_dir=args.data_dir, resume=args.resume,
+                                   progress=not args.quiet, device=_train_device(args.device))
     except KeyboardInterrupt:
         print(f"linfdist train: interrupted; progress is saved in {out / 'checkpoint.pt'}, "
               f"continue with: linfdist train --recipe {args.recipe} --out {out} --resume (and the same options)",
@@ -239,62 +211,27 @@ def _train_device(choice: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice
 
 
-def _csv(value: str, allowed, what: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [v for v in items if v not in allowed]
-    if bad or not items:
-        raise CliError(f"unknown {what} {', '.join(bad) or repr(value)}; choose from {', '.join(allowed)}")
-    return items
-
-
 def cmd_bench(args) -> int:
-    import torch
+    """Run the development benchmark ``benchmarks/bench_lp_dist.py`` of the source checkout."""
+    import importlib.util
 
-    from linfdist import bench
-    from linfdist.device import device_name
-
-    _set_threads(args.threads)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda: no CUDA device is available")
-    for name in ("repeat", "width", "batch"):
-        if getattr(args, name) < 1:
-            raise CliError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    on_gpu = device == "cuda"
-    sets = _csv(args.shapes or ("small,paper" if on_gpu else "small"), list(bench.SHAPES), "shape set")
-    shapes = [s for name in sets for s in bench.SHAPES[name]]
-    passes = _csv(args.passes or ("fwd,bwd,bounds,step" if on_gpu else "fwd,bwd,bounds"), bench.PASSES, "pass")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lp_dist.py"
+    if not script.is_file():
+        raise CliError(f"linfdist bench runs benchmarks/bench_lp_dist.py of a source checkout; {script} is not there "
+                       "(install linfdist from a clone with pip install -e .)")
+    spec = importlib.util.spec_from_file_location("bench_lp_dist", script)
+    module = sys.modules.setdefault("bench_lp_dist", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
     try:
-        ps = list(bench.P_SWEEP) if args.p == "sweep" else [float(v) for v in args.p.split(",")]
-    except ValueError:
-        raise CliError(f"--p must be comma-separated numbers or inf, got {args.p!r}") from None
-    runnable = bench.available_backends(device)
-    default = [b for b in runnable if on_gpu or b != "triton"]
-    backends = _csv(args.backends or ",".join(default), bench.BACKENDS, "backend")
-    missing = [b for b in backends if b not in runnable and b != "torch-compile"]
-    if missing:
-        raise CliError(f"backend {', '.join(missing)} cannot run on {device} here (Triton needs CUDA or TRITON_INTERPRET=1)")
-
-    print(f"# linfdist bench on {device_name(device)}, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}; median of {args.repeat}")
-    print(bench.format_line(bench.HEADER), flush=True)
-    report = lambda row: print(bench.format_line(bench.format_row(row)), flush=True)  # noqa: E731
-    rows = bench.run(shapes, ps, passes, backends, device, args.repeat, args.width, args.batch, report=report,
-                     net=args.net)
-    if args.json:
-        doc = {"schema": "linfdist.bench/1", "device": device_name(device), "torch": torch.__version__,
-               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [r.as_dict() for r in rows]}
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-    return 0
+        return module.main(args.options)
+    except module.BenchError as err:
+        raise CliError(str(err)) from None
 
 
 def cmd_export(args) -> int:
     from linfdist.export import export_checkpoint
-    from linfdist.zoo import bundled_model_dir
+    from linfdist.workflows import resolve_folder
 
-    folder = bundled_model_dir() if args.model == "default" else Path(args.model)
-    if not (folder / "config.json").is_file():
-        raise CliError(f"{folder} is not a checkpoint folder (no config.json)")
     if args.batch == "dynamic":
         batch = None
     else:
@@ -304,98 +241,141 @@ def cmd_export(args) -> int:
             raise CliError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}") from None
     if not args.output.endswith(".onnx"):
         raise CliError(f"--output must end in .onnx, got {args.output!r}")
-    path = export_checkpoint(folder, args.output, opset=args.opset, batch=batch)
+    path = export_checkpoint(resolve_folder(args.model), args.output, opset=args.opset, batch=batch)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
-def cmd_zoo(args) -> int:
-    from linfdist.zoo.registry import get_entry, load_registry, model_folder
+def zoo_list(args) -> int:
+    from linfdist.zoo.registry import load_registry
 
-    if args.zoo_command is None:
-        raise CliError("choose an action: list, info NAME, download NAME, recertify NAME, convert CKPT, "
-                       "bundle DIR --name NAME or publish DIR --repo-id ID")
-    if args.zoo_command == "list":
-        rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
-        for e in load_registry():
-            aliases = f" ({', '.join(e.aliases)})" if e.aliases else ""
-            where = f"bundled{aliases}" if e.bundled else f"{e.repo_id}@{e.revision or 'unpublished'}"
-            rows.append([e.name, e.dataset, f"{e.eps:g}", e.architecture, f"{e.clean_accuracy:.2f}%",
-                         f"{e.certified_accuracy:.2f}%", where])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        return 0
-    if args.zoo_command == "convert":
-        from linfdist.zoo.convert import convert_checkpoint
+    rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
+    for e in load_registry():
+        aliases = f" ({', '.join(e.aliases)})" if e.aliases else ""
+        where = f"bundled{aliases}" if e.bundled else f"{e.repo_id}@{e.revision or 'unpublished'}"
+        rows.append([e.name, e.dataset, f"{e.eps:g}", e.architecture, f"{e.clean_accuracy:.2f}%",
+                     f"{e.certified_accuracy:.2f}%", where])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
 
-        out = Path(args.output)
-        if out.exists() and any(out.iterdir()):
-            raise CliError(f"{out} exists and is not empty")
-        convert_checkpoint(args.checkpoint, args.dataset, args.eps).save_pretrained(out)
-        print(f"wrote {out}; certify it with: linfdist verify {out} --data-dir DATA")
-        return 0
-    if args.zoo_command == "recertify":
-        from linfdist.zoo.recertify import recertify
 
-        _set_threads(args.threads)
-        entry = recertify(args.name, args.data_dir, progress=not args.quiet)
-        print(f"{entry.name}: clean {entry.clean_accuracy:.2f}%, certified {entry.certified_accuracy:.2f}% at "
-              f"ε = {entry.eps:g} ({entry.certifier}); card and registry updated")
-        return 0
-    if args.zoo_command == "bundle":
-        from linfdist.zoo.bundle import bundle
+def zoo_info(args) -> int:
+    from linfdist.zoo.registry import get_entry, model_folder
 
-        entry = bundle(args.folder, args.name, make_default=args.default)
-        print(f"{entry.name}: bundled with {len(entry.files)} files, certified {entry.certified_accuracy:.2f}% at "
-              f"ε = {entry.eps:g} (from its card); re-derive with: linfdist zoo recertify {entry.name}")
-        return 0
-    if args.zoo_command == "publish":
-        from linfdist.zoo.publish import publish
+    print((model_folder(get_entry(args.name).name) / "README.md").read_text(), end="")
+    return 0
 
-        name = args.name or Path(args.folder).resolve().name
-        plan = publish(args.folder, args.repo_id, name, dry_run=args.dry_run,
-                       registry=Path(args.registry) if args.registry else None)
-        verb = "would upload" if args.dry_run else f"uploaded as revision {plan['revision']}"
-        print(f"{name}: {verb} to {plan['repo_id']} with message {plan['commit_message']!r}:")
-        for file, sha in plan["files"].items():
-            print(f"  {file}  sha256 {sha}")
-        return 0
+
+def zoo_download(args) -> int:
+    from linfdist.zoo.registry import get_entry, model_folder
+
     entry = get_entry(args.name)
     folder = model_folder(entry.name)
-    if args.zoo_command == "info":
-        print((folder / "README.md").read_text(), end="")
-    else:
-        print(f"{entry.name}: {len(entry.files)} files checked against the registry's sha256 in {folder}")
+    print(f"{entry.name}: {len(entry.files)} files checked against the registry's sha256 in {folder}")
     return 0
+
+
+def zoo_convert(args) -> int:
+    from linfdist.zoo.convert import convert_checkpoint
+
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        raise CliError(f"{out} exists and is not empty")
+    convert_checkpoint(args.checkpoint, args.dataset, args.eps).save_pretrained(out)
+    print(f"wrote {out}; certify it with: linfdist verify {out} --data-dir DATA")
+    return 0
+
+
+def zoo_recertify(args) -> int:
+    from linfdist.workflows import recertify
+
+    _set_threads(args.threads)
+    entry = recertify(args.name, args.data_dir, progress=not args.quiet)
+    print(f"{entry.name}: clean {entry.clean_accuracy:.2f}%, certified {entry.certified_accuracy:.2f}% at "
+          f"ε = {entry.eps:g} ({entry.certifier}); registry and card updated (`linfdist zoo sync` for the README)")
+    return 0
+
+
+def zoo_sync(args) -> int:
+    from linfdist.workflows import sync_zoo
+
+    changed = sync_zoo()
+    print("\n".join(f"rewrote {path}" for path in changed) or "cards and README already quote the registry")
+    return 0
+
+
+def zoo_bundle(args) -> int:
+    from linfdist.zoo.bundle import bundle
+
+    entry = bundle(args.folder, args.name, make_default=args.default)
+    print(f"{entry.name}: bundled with {len(entry.files)} files, certified {entry.certified_accuracy:.2f}% at "
+          f"ε = {entry.eps:g} (from its card); re-derive with: linfdist zoo recertify {entry.name}")
+    return 0
+
+
+def zoo_publish(args) -> int:
+    from linfdist.zoo.publish import publish
+
+    name = args.name or Path(args.folder).resolve().name
+    plan = publish(args.folder, args.repo_id, name, dry_run=args.dry_run,
+                   registry=Path(args.registry) if args.registry else None)
+    verb = "would upload" if args.dry_run else f"uploaded as revision {plan['revision']}"
+    print(f"{name}: {verb} to {plan['repo_id']} with message {plan['commit_message']!r}:")
+    for file, sha in plan["files"].items():
+        print(f"  {file}  sha256 {sha}")
+    return 0
+
+
+ZOO_ACTIONS = {"list": zoo_list, "info": zoo_info, "download": zoo_download, "convert": zoo_convert,
+               "recertify": zoo_recertify, "sync": zoo_sync, "bundle": zoo_bundle, "publish": zoo_publish}
+
+
+def cmd_zoo(args) -> int:
+    if args.zoo_command is None:
+        raise CliError(f"choose an action: {', '.join(ZOO_ACTIONS)}")
+    return ZOO_ACTIONS[args.zoo_command](args)
+
+
+COMMANDS = {"verify": cmd_verify, "train": cmd_train, "curves": cmd_curves, "export": cmd_export, "zoo": cmd_zoo,
+            "bench": cmd_bench}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What bad input raises: printed as one line with exit status 2. Anything else is a bug."""
+    from linfdist.errors import LinfdistError
+    from linfdist.verify.cli import UsageError
+    from linfdist.verify.datasets import DatasetError
+    from linfdist.verify.errors import Refused
+
+    return (CliError, LinfdistError, UsageError, DatasetError, Refused, FileNotFoundError, FileExistsError,
+            NotADirectoryError, IsADirectoryError, PermissionError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command
-    if command is None:
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "bench" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.options = extra  # bench's own options (its script parses them)
+    if args.command is None:
         parser.print_help()
         return 2
-    from linfdist.data import DatasetError
+    _passive_openmp_for_native_kernels()
+    from linfdist.verify.cli import closed_pipe, internal_error
 
+    program = f"linfdist {args.command}"
+    user_errors = _user_errors()
     try:
-        commands = {"verify": cmd_verify, "train": cmd_train, "bench": cmd_bench, "export": cmd_export, "zoo": cmd_zoo,
-                    "curves": cmd_curves}
-        return commands[command](args)
-    except (CliError, DatasetError, ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
-        print(f"linfdist {command}: error: {err}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except user_errors as err:
+        print(f"{program}: error: {first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"linfdist {command}: interrupted", file=sys.stderr)
+        print(f"{program}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        from linfdist.verify.cli import closed_pipe
-
         return closed_pipe()
     except Exception as err:  # noqa: BLE001 - a bug: one line that says so, not a traceback
-        if command != "verify":
-            raise
-        from linfdist.verify.cli import internal_error
-
-        return internal_error(f"linfdist {command}", err)
+        return internal_error(program, err)

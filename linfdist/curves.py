@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from linfdist.errors import LinfdistError
 from linfdist.files import atomic_path
 
 CURVES_FILE = "curves.png"  # in a run folder and beside the model its card shows
@@ -32,7 +33,7 @@ def read_v2_test_log(path: Path, label: str, epochs: int | None = None) -> Refer
     ``epochs`` (the run's length) defaults to the last logged epoch: their logs run to the end."""
     lines = Path(path).read_text().splitlines()
     if not lines or lines[0].split() != ["epoch", "acc", "certified"]:
-        raise ValueError(f"{path}: expected a header 'epoch acc certified' (the v2 code's test_inf.log)")
+        raise LinfdistError(f"{path}: expected a header 'epoch acc certified' (the v2 code's test_inf.log)")
     points = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -41,9 +42,9 @@ def read_v2_test_log(path: Path, label: str, epochs: int | None = None) -> Refer
             epoch, acc, cert = line.split()
             points.append((int(epoch), 100 * float(acc), 100 * float(cert)))
         except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not 'epoch acc certified': {line!r}") from exc
+            raise LinfdistError(f"{path}:{number}: not 'epoch acc certified': {line!r}") from exc
     if not points:
-        raise ValueError(f"{path}: no epochs")
+        raise LinfdistError(f"{path}: no epochs")
     return ReferenceRun(label, epochs or points[-1][0], points)
 
 

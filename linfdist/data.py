@@ -1,12 +1,13 @@
-"""Datasets from local files only (MNIST, Fashion-MNIST, CIFAR-10).
+"""Datasets from local files only (MNIST, Fashion-MNIST, CIFAR-10), and the one table of what each is.
 
-The readers live in ``linfdist.verify.datasets`` so that the independent verifier reads
-test sets without any core code; training and the CLI use them through this module.
+The readers and the table live in ``linfdist.verify.datasets`` so that the independent verifier
+reads test sets without any core code; training, the zoo and the CLI use them through this module.
 """
 
 from linfdist.verify.datasets import (  # noqa: F401
-    DATASETS, ENV_VAR, INPUT_SHAPES, SPLITS, DatasetError, bundled_dir, load_dataset, read_idx, resolve_data_dir,
+    DATASET_TABLE, DATASETS, ENV_VAR, INPUT_SHAPES, SPLITS, DatasetError, DatasetInfo, bundled_dir, dataset_info,
+    load_dataset, read_idx, resolve_data_dir,
 )
 
-__all__ = ["DATASETS", "ENV_VAR", "INPUT_SHAPES", "SPLITS", "DatasetError", "bundled_dir", "load_dataset", "read_idx",
-           "resolve_data_dir"]
+__all__ = ["DATASET_TABLE", "DATASETS", "ENV_VAR", "INPUT_SHAPES", "SPLITS", "DatasetError", "DatasetInfo",
+           "bundled_dir", "dataset_info", "load_dataset", "read_idx", "resolve_data_dir"]

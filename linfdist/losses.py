@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from linfdist.certify import margin
+from linfdist.errors import LinfdistError
+from linfdist.schedules import ce_lambda_at, eps_at
 
 LOSSES = ("v1", "v2")
 
@@ -48,6 +50,15 @@ def v2_mixture_loss(logits: torch.Tensor, labels: torch.Tensor, shift: float, cl
     """mean clamp(1 − margin / shift, 0, clip) + λ · CE(scale · logits): every margin below ``shift``
     gets a gradient, and samples short of it by more than clip · shift get none."""
     if shift <= 0:
-        raise ValueError("the v2 loss divides by 2·L·ε: it needs ε_train > 0 at every step")
+        raise LinfdistError("the v2 loss divides by 2·L·ε: it needs ε_train > 0 at every step")
     hinge = (1 - margin(logits, labels) / shift).clamp(0, clip).mean()
     return hinge + ce_lambda * F.cross_entropy(logits * scale, labels)
+
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, recipe, lipschitz: float, scale: torch.Tensor,
+                  t: float) -> torch.Tensor:
+    """The recipe's loss at position t of the run (ε and λ from their schedules)."""
+    shift = 2 * lipschitz * eps_at(recipe, t)
+    if recipe.loss == "v2":
+        return v2_mixture_loss(logits, labels, shift, recipe.hinge_clip, ce_lambda_at(recipe, t), scale)
+    return v1_hinge_loss(logits, labels, shift, recipe.hinge_mix, recipe.hinge_kappa)

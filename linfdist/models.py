@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from linfdist.errors import LinfdistError
 from linfdist.nn import LpDistLinear, MeanShift
 from linfdist.rounding import matmul_error, rounding_error, unit_roundoff, widen
 
@@ -65,11 +66,11 @@ class LinfDistNetConfig:
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) not in (1, channels):
-                raise ValueError(f"config.{name} needs 1 or {channels} values, got {len(values)}")
+                raise LinfdistError(f"config.{name} needs 1 or {channels} values, got {len(values)}")
         if min(self.std) <= 0:
-            raise ValueError(f"config.std must be positive, got {self.std}")
+            raise LinfdistError(f"config.std must be positive, got {self.std}")
         if self.depth < 1 or self.width < 1 or self.num_classes < 2:
-            raise ValueError("config needs depth >= 1, width >= 1 and num_classes >= 2")
+            raise LinfdistError("config needs depth >= 1, width >= 1 and num_classes >= 2")
 
     def to_dict(self) -> dict:
         """A strict-JSON dict (∞ written as the string "inf")."""
@@ -85,10 +86,10 @@ class LinfDistNetConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+            raise LinfdistError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
         missing = sorted(known - set(data)) if complete else []
         if missing:
-            raise ValueError(f"{cls.__name__} field(s) missing: {', '.join(missing)}")
+            raise LinfdistError(f"{cls.__name__} field(s) missing: {', '.join(missing)}")
         return cls(**data)
 
 
@@ -117,7 +118,7 @@ class _HubModel(nn.Module):
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         if config.architecture != type(self).__name__:
-            raise ValueError(
+            raise LinfdistError(
                 f"config describes a {config.architecture!r}, cannot build a {type(self).__name__} from it"
             )
         self.config = config
@@ -142,7 +143,7 @@ class _HubModel(nn.Module):
                                             token=token))
         model = load_pretrained(folder)
         if not isinstance(model, cls):
-            raise ValueError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}")
+            raise LinfdistError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
 
     def set_p(self, p: float) -> None:
@@ -169,7 +170,7 @@ def _bias_error(layer: LpDistLinear, dtype: torch.dtype) -> float:
     return 0.0 if layer.bias is None else unit_roundoff(dtype) * float(layer.bias.detach().abs().max())
 
 
-class _LinfDistTrunk(nn.Module):
+class LinfDistTrunk(nn.Module):
     """Normalisation followed by ℓp-dist layers; hidden ones are each followed by a mean shift."""
 
     def __init__(self, config: LinfDistNetConfig, n_layers: int, out_features: int, last_bias: bool):
@@ -206,7 +207,7 @@ class _LinfDistTrunk(nn.Module):
         """Rounding allowances are derived for p = ∞ layers only."""
         finite = [layer.p for layer in self.layers if not math.isinf(layer.p)]
         if finite:
-            raise ValueError(f"certificates need p = inf on every layer (found p = {finite[0]:g}); call set_p(inf)")
+            raise LinfdistError(f"certificates need p = inf on every layer (found p = {finite[0]:g}); call set_p(inf)")
 
     def forward(self, x: torch.Tensor, rounding: bool = False):
         """Trunk output; with ``rounding=True`` also a per-sample bound (float64) on how far
@@ -263,7 +264,7 @@ class LinfDistNet(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
     def __init__(self, config: LinfDistNetConfig):
         super().__init__()
         config = self._init_config(config)
-        self.trunk = _LinfDistTrunk(config, config.depth, config.num_classes, last_bias=True)
+        self.trunk = LinfDistTrunk(config, config.depth, config.num_classes, last_bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return -self.trunk(x)
@@ -286,7 +287,7 @@ class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
     def __init__(self, config: LinfDistNetMLPConfig):
         super().__init__()
         config = self._init_config(config)
-        self.trunk = _LinfDistTrunk(config, config.depth, config.width, last_bias=False)
+        self.trunk = LinfDistTrunk(config, config.depth, config.width, last_bias=False)
         self.feature_shift = MeanShift(config.width)
         self.head = nn.Sequential(
             nn.Linear(config.width, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, config.num_classes)
@@ -348,7 +349,7 @@ def weight_files(folder: str | Path) -> list[Path]:
         weight_map = json.loads(index.read_text())["weight_map"]
         return [folder / name for name in sorted(set(weight_map.values()))]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{index}: not a safetensors index ({err})") from None
+        raise LinfdistError(f"{index}: not a safetensors index ({err})") from None
 
 
 def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -360,7 +361,7 @@ def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
         try:
             state.update(load_file(path))
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+            raise LinfdistError(f"{path} is not a readable safetensors file ({err})") from None
     return state
 
 
@@ -379,14 +380,14 @@ def load_pretrained(folder: str | Path):
         data = json.loads(config_path.read_text())
         architecture = data["architecture"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{config_path}: not a linfdist config ({err})") from None
+        raise LinfdistError(f"{config_path}: not a linfdist config ({err})") from None
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"{config_path}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        raise LinfdistError(f"{config_path}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     cls = ARCHITECTURES[architecture]
     try:
         config = cls.config_class.from_dict(data, complete=True)  # the Hub mixin would drop unknown fields
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{config_path}: {err}") from None
+        raise LinfdistError(f"{config_path}: {err}") from None
     state = read_weights(folder)
     model = cls(config)
     try:
@@ -395,6 +396,6 @@ def load_pretrained(folder: str | Path):
         detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:2])
         files = weight_files(folder)
         source = files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
-        raise ValueError(f"{source} does not match {config_path}: {detail}") from None
+        raise LinfdistError(f"{source} does not match {config_path}: {detail}") from None
     model.eval()
     return model

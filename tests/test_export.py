@@ -132,7 +132,10 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", "-o", str(out), "--batch", "many"]) == 2
     assert "--batch must be" in capsys.readouterr().err
     assert main(["export", str(tmp_path), "-o", str(out)]) == 2
-    assert "not a checkpoint folder" in capsys.readouterr().err
+    assert "not a linfdist checkpoint folder" in capsys.readouterr().err
+    assert main(["export", "mnist-5x512-eps0.3", "-o", str(tmp_path / "z.onnx")]) == 0  # a zoo name
+    assert main(["export", str(out), "-o", str(tmp_path / "again.onnx")]) == 2  # an .onnx has no weights to export
+    assert "is an ONNX file" in capsys.readouterr().err
     assert main(["export", "-o", str(out), "--opset", "9"]) == 2
     assert "opset 9 is not supported" in capsys.readouterr().err
 

@@ -45,3 +45,25 @@ def test_lazy_submodules():
 
     assert linfdist.functional.lp_dist is not None
     assert "models" in dir(linfdist)
+
+
+def test_every_package_folder_and_data_file_is_in_the_distribution():
+    """A wheel holds what pyproject lists: each folder with an __init__.py, and the recipe files."""
+    from pathlib import Path
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parents[1]
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {package: root / folder for package, folder in tool["package-dir"].items()}
+    found = set()
+    for package, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            if package == "linfdist" and parts and parts[0] in {"kernels", "export", "verify", "zoo"}:
+                continue
+            found.add(".".join((package, *parts)))
+    assert found == set(tool["packages"])
+    assert "recipes/*.json" in tool["package-data"]["linfdist"]

@@ -1,4 +1,4 @@
-"""Training schedules, augmentation, loss and recipes."""
+"""Training schedules, augmentation, loss, recipes and the loop; train_and_certify's card."""
 
 import json
 import math
@@ -8,23 +8,13 @@ import signal
 import pytest
 import torch
 
+from linfdist.augment import random_crop, random_flip
 from linfdist.device import device_name
-from linfdist.models import load_pretrained
 from linfdist.losses import v2_mixture_loss
+from linfdist.models import load_pretrained
 from linfdist.schedules import ce_lambda_at, eps_at, lr_at, p_at
-from linfdist.train import (
-    RECIPES,
-    Recipe,
-    Run,
-    StopRequest,
-    build_model,
-    get_recipe,
-    random_crop,
-    random_flip,
-    reproduce_command,
-    start_from,
-    train,
-)
+from linfdist.train import RECIPES, Recipe, Run, StopRequest, build_model, get_recipe, start_from, train
+from linfdist.workflows import reproduce_command, resolve_folder, train_and_certify
 
 
 def test_per_epoch_p_schedule_holds_p_within_an_epoch():
@@ -207,7 +197,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(shared_data, tmp_pa
 
 def test_epoch_records_pgd_and_curves(shared_data, tmp_path):
     out = tmp_path / "run"
-    train(_smoke(), out, data_dir=shared_data, progress=False)
+    train_and_certify(_smoke(), out, data_dir=shared_data, progress=False)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
@@ -232,7 +222,7 @@ def test_curves_beside_a_published_log(shared_data, tmp_path, capsys):
     from linfdist.cli import main
 
     out = tmp_path / "run"
-    train(_smoke(), out, data_dir=shared_data, progress=False)
+    train_and_certify(_smoke(), out, data_dir=shared_data, progress=False)
     plain = _png_width(out / "curves.png")
     log = tmp_path / "test_inf.log"
     log.write_text("epoch\tacc\tcertified\n4\t0.27\t0.09\n9\t0.98\t0.93\n")
@@ -274,7 +264,7 @@ def test_gpu_run_resumes_on_the_cpu_and_certifies(shared_data, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(_smoke(), out, data_dir=shared_data, progress=False, stop=StopAfter(9), device="cuda")
-    target = train(_smoke(), out, data_dir=shared_data, progress=False, resume=True, device="cpu")
+    target = train_and_certify(_smoke(), out, data_dir=shared_data, progress=False, resume=True, device="cpu")
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["device"] == device_name("cuda") and records[1]["device"] == device_name("cpu")
     assert "certified accuracy" in (target / "README.md").read_text()
@@ -291,14 +281,18 @@ def test_a_published_log_is_as_long_as_its_last_epoch_unless_told(tmp_path):
 
 def test_init_from_starts_the_run_at_a_checkpoints_weights(shared_data, tmp_path):
     first = train(_smoke(epochs=1), tmp_path / "first", data_dir=shared_data, progress=False)
-    recipe = _smoke(epochs=1, init_from=str(first))
-    run = Run(recipe, tmp_path / "second" / "checkpoint.pt")
-    start_from(run.model, recipe)
+    assert "independent verifier" not in (first / "README.md").read_text()  # the mixin's stub: certifying is the workflow's
+    run = Run(_smoke(epochs=1, init_from=str(first)), tmp_path / "second" / "checkpoint.pt")
+    start_from(run.model, first)
     source = load_pretrained(first)
     assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), source.state_dict().values()))
     assert not torch.equal(next(Run(_smoke(epochs=1), tmp_path / "c.pt").model.parameters()),
                            next(run.model.parameters()))  # a random init differs
     with pytest.raises(ValueError, match="differs from the recipe's in width"):
-        start_from(Run(_smoke(width=48), tmp_path / "w.pt").model, _smoke(width=48, init_from=str(first)))
+        start_from(Run(_smoke(width=48), tmp_path / "w.pt").model, first)
     with pytest.raises(ValueError, match="unknown model 'no-such-model'"):
-        start_from(run.model, _smoke(init_from="no-such-model"))
+        resolve_folder("no-such-model")
+    with pytest.raises(ValueError, match="not a checkpoint folder"):
+        train(_smoke(init_from="default"), tmp_path / "third", data_dir=shared_data, progress=False)
+    with pytest.raises(ValueError, match="differs from the recipe's in"):  # the zoo name resolved to its folder
+        train_and_certify(_smoke(init_from="default"), tmp_path / "fourth", data_dir=shared_data, progress=False)

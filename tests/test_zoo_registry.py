@@ -56,7 +56,7 @@ def test_unpublished_unbundled_models_are_not_fetched(tmp_path, monkeypatch):
         registry.model_folder("cifar-someday")
     with pytest.raises(ValueError, match="did you mean cifar-someday"):
         registry.get_entry("cifar-some")
-    from linfdist.zoo.recertify import recertify
+    from linfdist.workflows import recertify
 
     with pytest.raises(ValueError, match="not bundled: its files change only through `linfdist zoo publish`"):
         recertify("cifar-someday", registry=path)

@@ -36,23 +36,54 @@ class DatasetError(RuntimeError):
 class _IdxSpec:
     folder: str
     torchvision_folder: str
-    shape: tuple[int, int, int]
-    sizes: dict
 
     def files(self, split: str) -> tuple[str, str]:
         prefix = "train" if split == "train" else "t10k"
         return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
 
 
-_IDX = {
-    "mnist": _IdxSpec("mnist", "MNIST", (1, 28, 28), {"train": 60000, "test": 10000}),
-    "fashion-mnist": _IdxSpec("fashion-mnist", "FashionMNIST", (1, 28, 28), {"train": 60000, "test": 10000}),
-}
+_IDX = {"mnist": _IdxSpec("mnist", "MNIST"), "fashion-mnist": _IdxSpec("fashion-mnist", "FashionMNIST")}
 _CIFAR_NPZ = {"test": ["cifar10_test_uint8.npz"], "train": [f"cifar10_train_batch{i}_uint8.npz" for i in range(1, 6)]}
 _CIFAR_PICKLE = {"test": ["test_batch"], "train": [f"data_batch_{i}" for i in range(1, 6)]}
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10")
-INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What every part of linfdist knows about a dataset (this table is the one place it is written)."""
+
+    name: str  #: the id used everywhere (recipes, config.json, ONNX metadata, --dataset)
+    title: str  #: as papers write it
+    hub_id: str  #: its Hugging Face datasets id (model cards)
+    shape: tuple[int, int, int]  #: one image, [C, H, W]
+    mean: tuple[float, ...]  #: the input normalisation the authors' code uses (per channel, or one value)
+    std: tuple[float, ...]
+    classes: tuple[str, ...]  #: label i's name (id2label)
+    sizes: dict  #: images per split
+
+
+_CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot")
+DATASET_TABLE = {
+    info.name: info for info in (
+        DatasetInfo("mnist", "MNIST", "ylecun/mnist", (1, 28, 28), (0.1307,), (0.3081,),
+                    tuple(str(d) for d in range(10)), {"train": 60000, "test": 10000}),
+        DatasetInfo("fashion-mnist", "Fashion-MNIST", "zalando-datasets/fashion_mnist", (1, 28, 28), (0.2860,),
+                    (0.3520,), _FASHION_CLASSES, {"train": 60000, "test": 10000}),
+        DatasetInfo("cifar10", "CIFAR-10", "uoft-cs/cifar10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2009,),
+                    _CIFAR_CLASSES, {"train": 50000, "test": 10000}),
+    )
+}
+DATASETS = tuple(DATASET_TABLE)
+INPUT_SHAPES = {name: info.shape for name, info in DATASET_TABLE.items()}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The table's row for ``name``, or a DatasetError naming the known ones."""
+    if name not in DATASET_TABLE:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASET_TABLE[name]
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -74,8 +105,7 @@ def bundled_dir() -> Path:
 
 def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | None = None):
     """(images uint8 [N, C, H, W], labels int64 [N]) of one split, read from local files."""
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    dataset_info(name)
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     root = resolve_data_dir(data_dir)
@@ -111,12 +141,13 @@ def _load_idx_pair(folder: Path, spec: _IdxSpec, split: str):
         raise DatasetError(f"{folder / (label_stem + '.gz')} not found (labels for {images_path})")
     images = read_idx(images_path, expected_dims=3)
     labels = read_idx(labels_path, expected_dims=1)
-    n = spec.sizes[split]
-    if images.shape != (n, *spec.shape[1:]):
-        raise DatasetError(f"{images_path}: expected {n} images of {spec.shape[1:]}, got shape {images.shape}")
+    info = DATASET_TABLE[spec.folder]
+    n = info.sizes[split]
+    if images.shape != (n, *info.shape[1:]):
+        raise DatasetError(f"{images_path}: expected {n} images of {info.shape[1:]}, got shape {images.shape}")
     if labels.shape != (n,):
         raise DatasetError(f"{labels_path}: expected {n} labels, got shape {labels.shape}")
-    return images.reshape(n, *spec.shape), _checked_labels(labels_path, labels)
+    return images.reshape(n, *info.shape), _checked_labels(labels_path, labels)
 
 
 def _checked_labels(path: Path, labels: np.ndarray) -> np.ndarray:
@@ -163,7 +194,7 @@ def _load_cifar(root: Path, split: str):
         parts = [_read_cifar_pickle(p) for p in paths]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    expected = 50000 if split == "train" else 10000
+    expected = DATASET_TABLE["cifar10"].sizes[split]
     if len(x) != expected:
         raise DatasetError(f"cifar10 {split}: expected {expected} images in {folder}, got {len(x)}")
     return x, y

@@ -15,7 +15,7 @@ A rule knows four things about its op f, all in float64 numpy:
   computes (products, partial sums, differences) given a bound on |computed input|, so
   that the caller can tell when a float32 runtime may overflow.
 
-Rounding model (documented in the README): every float op is IEEE round-to-nearest with
+Rounding model (documented in docs/verifier.md): every float op is IEEE round-to-nearest with
 unit roundoff u (2^-24 float32, 2^-53 float64); Sub, Add, Mul, Div by a constant are
 exactly rounded; Abs, Neg, Max, Relu, reshapes are exact; a sum of n terms in any order
 errs by at most γ_n·Σ|terms| (γ_n = n·u / (1 − n·u)); Pow and Tanh are accurate to

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from linfdist.errors import LinfdistError
 from linfdist.zoo.publish import stage
 from linfdist.zoo.registry import ZooEntry, load_registry, record_entry, registry_path
 
@@ -20,7 +21,7 @@ def bundle(folder, name: str, make_default: bool = False, zoo_dir: Path | None =
     registry = Path(registry or registry_path())
     target = Path(zoo_dir or registry.parent) / name
     if any(name in (e.name, *e.aliases) for e in load_registry(registry)):
-        raise ValueError(f"{name} is already registered")
+        raise LinfdistError(f"{name} is already registered")
     if target.exists():
         raise FileExistsError(f"{target} exists")
     files, fields = stage(Path(folder))

@@ -1,36 +1,38 @@
 """Model cards: a README.md whose YAML header carries the certified accuracies.
 
-The figures on a card are derived by the independent verifier (``verified_results``)
-from the model exported to ONNX, never by the training code.
+The figures on a card are derived by the independent verifier (``linfdist.workflows.certify_folder``)
+from the model exported to ONNX, never by the training code; a bundled model's card is regenerated
+from its registry entry (``linfdist.workflows.sync_zoo``).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from linfdist.data import dataset_info
+from linfdist.zoo.published import eps_text
 
-DATASET_IDS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
-TRAINING_SECTIONS = ("Training run", "Reproduce", "Training recipe")
-DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+TRAINING_SECTIONS = ("Training run", "Training notes", "Reproduce", "Training recipe")
+#: The figures a card states, in its model-index and its table (None: not derived for this model).
+METRICS = ("clean_accuracy", "certified_accuracy", "certified_accuracy_margin", "certified_accuracy_ibp")
 
 
 def card_data(config, results: dict) -> ModelCardData:
     """The YAML header: library, license, dataset, tags and a model-index with the accuracies."""
     eps = results["eps"]
-    args = {"eps": eps, "certifier": results["certifier"]}
+    args = {"eps": eps, "certifier": results["certifier"], "test_images": results["n"]}
+    data = dataset_info(config.dataset)
     evals = [
-        EvalResult(task_type="image-classification", dataset_type=DATASET_IDS[config.dataset],
-                   dataset_name=DATASET_NAMES[config.dataset], dataset_split="test", metric_type=metric,
-                   metric_value=round(results[metric], 2), metric_name=f"{metric.replace('_', ' ')} (eps={eps:g})",
-                   metric_args=args)
-        for metric in ("clean_accuracy", "certified_accuracy")
+        EvalResult(task_type="image-classification", dataset_type=data.hub_id, dataset_name=data.title,
+                   dataset_split="test", metric_type=metric, metric_value=round(results[metric], 2),
+                   metric_name=f"{metric.replace('_', ' ')} (eps={eps_text(eps)})", metric_args=args)
+        for metric in METRICS if results.get(metric) is not None
     ]
     return ModelCardData(
-        library_name="linfdist", license="mit", datasets=[DATASET_IDS[config.dataset]],
+        library_name="linfdist", license="mit", datasets=[data.hub_id],
         tags=["certified-robustness", "linf-dist-net", "adversarial-robustness"],
         model_name=f"{config.architecture}-{config.dataset}-{config.depth}x{config.width}", eval_results=evals,
     )
@@ -65,9 +67,9 @@ beside ours against the fraction of training done: the v2 authors' `logs/<task>/
 
 def card_text(config, results: dict, recipe: dict | None = None, command: str | None = None,
               run: dict | None = None) -> str:
-    """The model card for a model with ``config`` and the verifier's ``results`` (see verified_results)."""
-    eps = results["eps"]
-    dataset = DATASET_NAMES[config.dataset]
+    """The model card for a model with ``config`` and the verifier's ``results`` (``linfdist.workflows.certify_folder``)."""
+    eps = eps_text(results["eps"])
+    dataset = dataset_info(config.dataset).title
     rows = [
         ("clean accuracy", results["clean_accuracy"]),
         ("certified accuracy (either certificate)", results["certified_accuracy"]),
@@ -79,12 +81,12 @@ def card_text(config, results: dict, recipe: dict | None = None, command: str | 
     if config.architecture == "LinfDistNetMLP":
         arch += f" + ReLU MLP head ({config.head_hidden} hidden)"
     body = f"""
-# {config.architecture} on {dataset}, ε = {eps:g}
+# {config.architecture} on {dataset}, ε = {eps}
 
 An ℓ∞-distance net (Zhang et al., ICML 2021, arXiv 2102.05363): {arch}, input
 normalised with mean {config.mean} and std {config.std} (ε is in pixel units, [0, 1]).
 
-## Certified robustness on the {dataset} test set ({results['n']} images, ℓ∞ radius ε = {eps:g})
+## Certified robustness on the {dataset} test set ({results['n']} images, ℓ∞ radius ε = {eps})
 
 | metric | value |
 |---|---|
@@ -133,23 +135,3 @@ def refresh_run_section(folder: Path, run: dict) -> None:
         at = text.find("\n## Reproduce")
         text = text + section if at < 0 else text[:at] + section + text[at:]
     path.write_text(text)
-
-
-def verified_results(folder, images, labels, eps: float, progress: bool = True) -> dict:
-    """Clean and certified accuracy (margin, IBP, either) of a checkpoint folder on (images, labels),
-    derived by the independent verifier from the folder exported to ONNX."""
-    from linfdist.export import export_checkpoint
-    from linfdist.verify.compare import verify_dataset
-    from linfdist.verify.graph import load_graph
-    from linfdist.verify.report import verifier_version
-    from linfdist.verify.runtimes import REFERENCE, Runtime
-
-    with tempfile.TemporaryDirectory(prefix="linfdist-card-") as tmp:
-        graph = load_graph(export_checkpoint(folder, Path(tmp) / "model.onnx"))
-        dataset = graph.metadata.get("linfdist.dataset", "")
-        report = verify_dataset(graph, images, labels, eps, dataset, [Runtime(REFERENCE, "float64")],
-                                progress=progress)
-    return {"n": report.n, "eps": eps, "clean_accuracy": report.clean_accuracy,
-            "certified_accuracy": report.certified_accuracy, "certified_accuracy_margin": report.margin_accuracy,
-            "certified_accuracy_ibp": report.ibp_accuracy,
-            "certifier": f"{verifier_version()} (float64 reference, float32 rounding bounds; margin + IBP)"}

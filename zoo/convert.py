@@ -24,15 +24,10 @@ from pathlib import Path
 
 import torch
 
-from linfdist.data import INPUT_SHAPES
+from linfdist.data import dataset_info
+from linfdist.errors import LinfdistError
 from linfdist.models import LinfDistNet, LinfDistNetConfig
 
-#: The per-dataset (mean, std) both papers' code normalises inputs with.
-V2_STATISTICS = {
-    "mnist": ([0.1307], [0.3081]),
-    "fashion-mnist": ([0.2860], [0.3520]),
-    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2009]),
-}
 _V2_KEY = re.compile(r"fc_dist\.(\d+)\.(weight|bias|mean_shift\.running_mean)")
 _V1_KEY = re.compile(r"feature\.fc(?:\.(\d+)|_last)\.(weight|bias|normalize\.running_mean)")
 
@@ -43,10 +38,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a tensors-only PyTorch checkpoint ({first})") from None
+        raise LinfdistError(f"{path}: not a tensors-only PyTorch checkpoint ({first})") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: no state_dict of tensors inside")
+        raise LinfdistError(f"{path}: no state_dict of tensors inside")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -57,7 +52,7 @@ def _v2_keys(path: Path, state: dict) -> dict[str, torch.Tensor]:
             continue
         match = _V2_KEY.fullmatch(key)
         if not match:
-            raise ValueError(f"{path}: unexpected key {key!r}; only the v2 MLPModel (fc_dist.*) converts")
+            raise LinfdistError(f"{path}: unexpected key {key!r}; only the v2 MLPModel (fc_dist.*) converts")
         i, kind = int(match.group(1)), match.group(2)
         ours[{"weight": f"trunk.layers.{i}.weight", "bias": f"trunk.layers.{i}.bias",
               "mean_shift.running_mean": f"trunk.shifts.{i}.running_mean"}[kind]] = tensor.float()
@@ -66,7 +61,7 @@ def _v2_keys(path: Path, state: dict) -> dict[str, torch.Tensor]:
 
 def _v1_keys(path: Path, state: dict) -> dict[str, torch.Tensor]:
     if any(k.startswith("predictor.") for k in state):
-        raise ValueError(f"{path}: a v1 'Net+MLP' checkpoint (tanh predictor head) does not convert yet; "
+        raise LinfdistError(f"{path}: a v1 'Net+MLP' checkpoint (tanh predictor head) does not convert yet; "
                          "only the plain ℓ∞-dist Net does")
     hidden = sorted({int(m.group(1)) for m in map(_V1_KEY.fullmatch, state) if m and m.group(1) is not None})
     last = len(hidden)
@@ -74,12 +69,12 @@ def _v1_keys(path: Path, state: dict) -> dict[str, torch.Tensor]:
     for key, tensor in state.items():
         match = _V1_KEY.fullmatch(key)
         if not match:
-            raise ValueError(f"{path}: unexpected key {key!r}; only the v1 MLP (feature.fc*) converts")
+            raise LinfdistError(f"{path}: unexpected key {key!r}; only the v1 MLP (feature.fc*) converts")
         i = last if match.group(1) is None else int(match.group(1))
         kind = match.group(2)
         if kind == "weight":
             if tensor.dim() == 4 and tensor.shape[2:] != (1, 1):
-                raise ValueError(f"{path}: {key} has kernel size {tuple(tensor.shape[2:])}: convolutional nets "
+                raise LinfdistError(f"{path}: {key} has kernel size {tuple(tensor.shape[2:])}: convolutional nets "
                                  "do not convert")
             tensor = tensor.reshape(tensor.shape[0], -1)
         ours[{"weight": f"trunk.layers.{i}.weight", "bias": f"trunk.layers.{i}.bias",
@@ -90,8 +85,7 @@ def _v1_keys(path: Path, state: dict) -> dict[str, torch.Tensor]:
 def convert_checkpoint(path, dataset: str, eps: float, identity_value: float = 10.0) -> LinfDistNet:
     """A LinfDistNet equal to a v1 or v2 checkpoint's model (p = ∞, eval-mode mean shifts); the
     format is recognised from the keys."""
-    if dataset not in V2_STATISTICS:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(V2_STATISTICS)}")
+    data = dataset_info(dataset)
     path = Path(path)
     state = read_state_dict(path)
     v1 = any(k.startswith(("feature.", "predictor.")) for k in state)
@@ -99,18 +93,18 @@ def convert_checkpoint(path, dataset: str, eps: float, identity_value: float = 1
     layers = {int(k.split(".")[2]) for k in ours if k.endswith(".weight")}
     depth = len(layers)
     if layers != set(range(depth)) or depth < 2:
-        raise ValueError(f"{path}: layers {sorted(layers)} are not 0..n-1 with n >= 2")
+        raise LinfdistError(f"{path}: layers {sorted(layers)} are not 0..n-1 with n >= 2")
     width, in_features = ours["trunk.layers.0.weight"].shape
-    mean, std = V2_STATISTICS[dataset]
     config = LinfDistNetConfig(
-        input_shape=list(INPUT_SHAPES[dataset]), num_classes=ours[f"trunk.layers.{depth - 1}.weight"].shape[0],
-        depth=depth, width=width, identity_value=identity_value, mean=mean, std=std, dataset=dataset, eps=eps,
+        input_shape=list(data.shape), num_classes=ours[f"trunk.layers.{depth - 1}.weight"].shape[0],
+        depth=depth, width=width, identity_value=identity_value, mean=list(data.mean), std=list(data.std),
+        dataset=dataset, eps=eps,
     )
     model = LinfDistNet(config)
     try:
         model.load_state_dict(ours, strict=True)
     except RuntimeError as err:
         detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:2])
-        raise ValueError(f"{path}: does not fit a {depth}-layer width-{width} LinfDistNet: {detail}") from None
+        raise LinfdistError(f"{path}: does not fit a {depth}-layer width-{width} LinfDistNet: {detail}") from None
     return model.eval()
 

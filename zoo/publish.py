@@ -9,13 +9,15 @@ revision — the only way a revision ever gets there.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from linfdist import __version__
-from linfdist.files import sha256_file
 from linfdist.curves import CURVES_FILE
+from linfdist.errors import LinfdistError
+from linfdist.files import sha256_file
+from linfdist.zoo.card import METRICS
 from linfdist.zoo.registry import ZooEntry, load_registry, record_entry, registry_path
 
 
@@ -32,16 +34,16 @@ def stage(folder: Path) -> tuple[dict, dict]:
         raise FileNotFoundError(f"{card_path} not found: publish needs the model card (write_model_card)")
     claims = {r.metric_type: r for r in ModelCard.load(card_path).data.eval_results or []}
     if not {"clean_accuracy", "certified_accuracy"} <= set(claims):
-        raise ValueError(f"{card_path} states no clean and certified accuracy in its model-index")
+        raise LinfdistError(f"{card_path} states no clean and certified accuracy in its model-index")
     names = [CONFIG_FILE, "README.md", *(p.name for p in weight_files(folder))]
     names += [extra for extra in (INDEX_FILE, CURVES_FILE) if (folder / extra).is_file()]
     config = model.config
-    certified = claims["certified_accuracy"]
+    args = claims["certified_accuracy"].metric_args or {}
     fields = {
         "dataset": config.dataset, "eps": config.eps,
         "architecture": f"{config.architecture}, {config.depth} layers x {config.width}, p = {config.p:g}",
-        "clean_accuracy": claims["clean_accuracy"].metric_value, "certified_accuracy": certified.metric_value,
-        "certifier": (certified.metric_args or {}).get("certifier", "unknown"), "license": "mit",
+        **{metric: claims[metric].metric_value if metric in claims else None for metric in METRICS},
+        "certifier": args.get("certifier", "unknown"), "test_images": args.get("test_images"), "license": "mit",
     }
     return {name: sha256_file(folder / name) for name in sorted(names)}, fields
 
@@ -54,7 +56,7 @@ def published_entry(registry: Path, name: str, repo_id: str, files: dict, fields
     if known is None or not known.bundled:
         return replace(entry, aliases=known.aliases if known else [])
     if known.files != files:
-        raise ValueError(f"{name} is bundled with different files; publish these under a new name "
+        raise LinfdistError(f"{name} is bundled with different files; publish these under a new name "
                          f"(or bundle them again first)")
     return replace(entry, bundled=known.bundled, aliases=known.aliases)
 
@@ -62,7 +64,7 @@ def published_entry(registry: Path, name: str, repo_id: str, files: dict, fields
 def publish(folder, repo_id: str, name: str, dry_run: bool = False, api=None, registry: Path | None = None) -> dict:
     """Upload ``folder`` to ``repo_id`` and pin it in the registry as ``name``; returns the plan/result."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"--repo-id must look like owner/name, got {repo_id!r}")
+        raise LinfdistError(f"--repo-id must look like owner/name, got {repo_id!r}")
     files, fields = stage(Path(folder))
     registry = Path(registry or registry_path())
     entry = published_entry(registry, name, repo_id, files, fields)

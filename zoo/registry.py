@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from linfdist.errors import LinfdistError
 from linfdist.files import atomic_path, sha256_file
 
 SCHEMA = "linfdist.zoo/1"
@@ -34,6 +35,16 @@ class ZooEntry:
     license: str
     bundled: str | None = None
     aliases: list = field(default_factory=list)
+    certified_accuracy_margin: float | None = None  # the margin certificate alone (None: not recorded)
+    certified_accuracy_ibp: float | None = None  # interval bounds alone
+    test_images: int | None = None  # how many test images the figures are over
+
+    def results(self) -> dict:
+        """The figures in the form the verifier's workflow produces them (``workflows.certify_folder``)."""
+        return {"n": self.test_images, "eps": self.eps, "clean_accuracy": self.clean_accuracy,
+                "certified_accuracy": self.certified_accuracy,
+                "certified_accuracy_margin": self.certified_accuracy_margin,
+                "certified_accuracy_ibp": self.certified_accuracy_ibp, "certifier": self.certifier}
 
 
 def registry_path() -> Path:
@@ -44,11 +55,11 @@ def load_registry(path: Path | None = None) -> list[ZooEntry]:
     """Every registered model, refusing a registry with unknown or missing fields."""
     data = json.loads((path or registry_path()).read_text())
     if data.get("schema") != SCHEMA:
-        raise ValueError(f"registry schema {data.get('schema')!r} is not {SCHEMA!r}")
+        raise LinfdistError(f"registry schema {data.get('schema')!r} is not {SCHEMA!r}")
     try:
         return [ZooEntry(**entry) for entry in data["models"]]
     except TypeError as err:
-        raise ValueError(f"malformed registry entry: {err}") from None
+        raise LinfdistError(f"malformed registry entry: {err}") from None
 
 
 def record_entry(path: Path, entry: ZooEntry, make_default: bool = False) -> None:
@@ -60,7 +71,7 @@ def record_entry(path: Path, entry: ZooEntry, make_default: bool = False) -> Non
     taken = [e.name for e in models if e.name != entry.name
              and ({e.name, *e.aliases} & {entry.name, *entry.aliases})]
     if taken:
-        raise ValueError(f"{entry.name}: its name or an alias is already used by {', '.join(taken)}")
+        raise LinfdistError(f"{entry.name}: its name or an alias is already used by {', '.join(taken)}")
     if make_default:
         models = [replace(e, aliases=[a for a in e.aliases if a != DEFAULT_MODEL]) for e in models]
         entry = replace(entry, aliases=[*(a for a in entry.aliases if a != DEFAULT_MODEL), DEFAULT_MODEL])
@@ -75,16 +86,16 @@ def list_models() -> list[str]:
     return [entry.name for entry in load_registry()]
 
 
-def get_entry(name: str) -> ZooEntry:
+def get_entry(name: str, registry: Path | None = None) -> ZooEntry:
     """The entry named ``name`` (or one of its aliases); an unknown name suggests close ones."""
-    entries = load_registry()
+    entries = load_registry(registry)
     for entry in entries:
         if name == entry.name or name in entry.aliases:
             return entry
     known = [e.name for e in entries] + [a for e in entries for a in e.aliases]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
-    raise ValueError(f"unknown model {name!r}{hint}")
+    raise LinfdistError(f"unknown model {name!r}{hint}")
 
 
 def check_files(folder: Path, entry: ZooEntry) -> Path:
@@ -95,7 +106,7 @@ def check_files(folder: Path, entry: ZooEntry) -> Path:
             raise FileNotFoundError(f"{entry.name}: {path} is missing")
         actual = sha256_file(path)
         if actual != expected:
-            raise ValueError(f"{entry.name}: sha256 mismatch for {name} (registry {expected[:12]}…, file {actual[:12]}…); "
+            raise LinfdistError(f"{entry.name}: sha256 mismatch for {name} (registry {expected[:12]}…, file {actual[:12]}…); "
                              "refusing to load it")
     return folder
 

@@ -1,0 +1,149 @@
+"""Training recipes: the settings of a run (``Recipe``) and the built-in catalogue.
+
+The built-in recipes are data files, one per recipe, in ``linfdist/recipes/NAME.json``:
+every field spelled out, plus an ``about`` line saying where it comes from. The
+authors' names for each field are in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+
+from linfdist.data import DATASETS
+from linfdist.errors import LinfdistError
+from linfdist.losses import LOSSES
+from linfdist.schedules import P_SCHEDULES
+
+CROP_PADDINGS = ("zeros", "edge")  # what a shifted image shows at its border: zeros, or its edge pixels
+ABOUT = "about"  # the key of a recipe file's one-line description (not a Recipe field)
+
+
+@dataclass
+class Recipe:
+    """Every setting of a training run (the authors' names in the docs: docs/training.md)."""
+
+    name: str = "custom"
+    dataset: str = "mnist"
+    architecture: str = "LinfDistNet"
+    depth: int = 5
+    width: int = 5120
+    head_hidden: int = 512
+    identity_value: float = 10.0
+    eps_test: float = 0.1
+    eps_train: float = 0.3
+    eps_ramp_epochs: float = 0.0
+    epochs: int = 450
+    p_start: float = 8.0
+    p_end: float = 1000.0
+    p_warm_epochs: int = 25
+    p_inf_epochs: int = 50
+    p_schedule: str = "per-step"
+    p_update_epochs: int = 1  # "per-epoch" only: epochs each p is held for
+    p_integer: bool = False
+    batch_size: int = 512
+    lr: float = 0.03
+    lr_final: float = 0.0
+    lr_hold_epochs: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    adam_eps: float = 1e-10
+    weight_decay: float = 0.0
+    loss: str = "v2"
+    hinge_clip: float = 1.0  # v2
+    ce_lambda_start: float = 0.05  # v2
+    ce_lambda_end: float = 0.0002  # v2
+    logit_scale: float = 1.0  # v2: initial value of the learnable scale on the CE logits
+    logit_scale_lr: float = 0.006  # v2
+    hinge_mix: float = 0.75  # v1
+    hinge_kappa: float = 1.0  # v1
+    crop_pad: int = 1
+    crop_padding: str = "edge"
+    flip: bool = False
+    train_limit: int = 0
+    eval_limit: int = 1000
+    pgd_steps: int = 10
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    backend: str = "auto"
+    init_from: str = ""  # a checkpoint folder or zoo name whose weights start the run (fine-tuning); "" = random init
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise LinfdistError(f"unknown recipe field(s): {', '.join(unknown)}{_did_you_mean(unknown[0], known)}")
+        return cls(**data).checked()
+
+    def checked(self) -> "Recipe":
+        """This recipe, or a one-line ValueError naming the first impossible setting."""
+        if self.dataset not in DATASETS:
+            raise LinfdistError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
+        if self.loss not in LOSSES:
+            raise LinfdistError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.p_schedule not in P_SCHEDULES:
+            raise LinfdistError(f"p_schedule must be one of {', '.join(P_SCHEDULES)}, got {self.p_schedule!r}")
+        for name in ("depth", "width", "epochs", "batch_size", "p_update_epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise LinfdistError(f"recipe field {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.crop_padding not in CROP_PADDINGS:
+            raise LinfdistError(f"crop_padding must be one of {', '.join(CROP_PADDINGS)}, got {self.crop_padding!r}")
+        if self.p_inf_epochs > self.epochs:
+            raise LinfdistError(f"p_inf_epochs {self.p_inf_epochs} exceeds epochs {self.epochs}")
+        if self.checkpoint_minutes <= 0:
+            raise LinfdistError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
+        if self.loss == "v2" and (self.eps_train <= 0 or self.eps_ramp_epochs > 0):
+            raise LinfdistError("the v2 loss divides by ε_train: it needs eps_train > 0 from the first step "
+                             "(eps_ramp_epochs=0)")
+        if min(self.ce_lambda_start, self.ce_lambda_end) <= 0:
+            raise LinfdistError("ce_lambda_start and ce_lambda_end must be > 0 (λ decays geometrically)")
+        return self
+
+    def override(self, assignments: list[str]) -> "Recipe":
+        """A copy with ``field=value`` assignments applied (values parsed as JSON, else text)."""
+        data = asdict(self)
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise LinfdistError(f"override {item!r} is not of the form field=value")
+            if key not in data:
+                raise LinfdistError(f"unknown recipe field {key!r}{_did_you_mean(key, data)}")
+            try:
+                data[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                data[key] = raw
+        return Recipe.from_dict(data)
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _load_catalogue() -> tuple[dict[str, Recipe], dict[str, str]]:
+    """The recipe files shipped in ``linfdist/recipes``: (recipes, their about lines), by name."""
+    recipes, about = {}, {}
+    for path in sorted((resources.files("linfdist") / "recipes").iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".json"):
+            continue
+        data = json.loads(path.read_text())
+        name = path.name[: -len(".json")]
+        about[name] = data.pop(ABOUT, "")
+        recipe = Recipe.from_dict(data)
+        if recipe.name != name:
+            raise LinfdistError(f"recipe file {path.name} names recipe {recipe.name!r}")
+        recipes[name] = recipe
+    return recipes, about
+
+
+RECIPES, ABOUT_RECIPES = _load_catalogue()
+
+
+def get_recipe(name: str) -> Recipe:
+    """A built-in recipe by name; an unknown name suggests close ones."""
+    if name not in RECIPES:
+        close = _did_you_mean(name, RECIPES)
+        raise LinfdistError(f"unknown recipe {name!r}{close or '; known: ' + ', '.join(sorted(RECIPES))}")
+    return RECIPES[name]

@@ -1,0 +1,47 @@
+"""Train a recipe, certify the trained net with the independent verifier, write its model card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from linfdist.workflows.certification import certify_folder
+from linfdist.workflows.resolve import resolve_folder
+
+
+def train_and_certify(recipe, out, data_dir=None, resume: bool = False, progress: bool = True, stop=None,
+                      device: str = "cpu") -> Path:
+    """``linfdist.train.train`` into ``out`` (a zoo name in ``recipe.init_from`` resolved to its folder), then
+    the full test split certified from the exported model and the card written from what the verifier derived.
+    Returns the model folder ``out/model``."""
+    from linfdist.curves import read_metrics, run_summary
+    from linfdist.data import load_dataset
+    from linfdist.models import load_pretrained
+    from linfdist.train import METRICS, train
+    from linfdist.zoo.card import write_model_card
+
+    start = resolve_folder(recipe.init_from) if recipe.init_from and not resume else None
+    target = train(recipe, out, data_dir=data_dir, resume=resume, progress=progress, stop=stop, device=device,
+                   start=start)
+    images, labels = load_dataset(recipe.dataset, "test", data_dir)
+    results = certify_folder(target, images, labels, recipe.eps_test, progress=progress)
+    write_model_card(target, load_pretrained(target).config, results, recipe=asdict(recipe),
+                     command=reproduce_command(recipe), run=run_summary(read_metrics(Path(out) / METRICS),
+                                                                        asdict(recipe)))
+    return target
+
+
+def _cli_value(value) -> str:
+    """A recipe value as ``--set`` parses it back: text as is, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def reproduce_command(recipe) -> str:
+    """The ``linfdist train`` command line that reproduces a recipe."""
+    from linfdist.recipe import RECIPES
+
+    name = recipe.name if recipe.name in RECIPES else "mnist-default"
+    base = asdict(RECIPES[name])
+    changed = [f"--set {k}={_cli_value(v)}" for k, v in asdict(recipe).items() if base[k] != v]
+    return " ".join(["linfdist train --recipe", name, "--data-dir DATA", *changed])
