@@ -20,16 +20,14 @@ from linfdist import __version__
 from linfdist.errors import LinfdistError
 from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
 from linfdist.files import atomic_path, sha256_file
-from linfdist.models import LinfDistNet, LinfDistNetMLP, LinfDistTrunk
-from linfdist.nn import LpDistLinear, MeanShift
+from linfdist.models import ARCHITECTURES
+from linfdist.nn import LpDistLinear
 
 DEFAULT_OPSET = 18
 OPSETS = range(13, 22)
 INPUT, OUTPUT = "pixels", "logits"
 #: Initializers above this many bytes go to an external data file (protobuf caps a file at 2 GiB).
 EXTERNAL_DATA_BYTES = 1 << 30
-_KNOWN = (LinfDistNet, LinfDistNetMLP, LinfDistTrunk, nn.ModuleList, nn.Sequential, LpDistLinear, MeanShift,
-          nn.Linear, nn.ReLU)
 
 
 class ExportError(LinfdistError):
@@ -37,12 +35,10 @@ class ExportError(LinfdistError):
 
 
 def _check_model(model) -> float:
-    """The model's single p, after refusing unknown layers, bad p and non-finite parameters."""
-    if not isinstance(model, (LinfDistNet, LinfDistNetMLP)):
-        raise ExportError(f"can only export LinfDistNet / LinfDistNetMLP, got {type(model).__name__}")
-    for name, module in model.named_modules():
-        if not isinstance(module, _KNOWN):
-            raise ExportError(f"the exporter does not know layer {name or 'model'} ({type(module).__name__})")
+    """The model's single p, after refusing other models, bad p and non-finite parameters (unknown layers
+    are refused while the graph is built: ``_Graph.module``)."""
+    if type(model) not in ARCHITECTURES.values():
+        raise ExportError(f"can only export {' / '.join(ARCHITECTURES)}, got {type(model).__name__}")
     ps = {float(layer.p) for layer in model.modules() if isinstance(layer, LpDistLinear)}
     if len(ps) != 1:
         raise ExportError(f"all ℓp-dist layers must share one p, found {sorted(ps)}")
@@ -56,10 +52,12 @@ def _check_model(model) -> float:
 
 
 class _Graph:
-    """Nodes and initializers under construction."""
+    """Nodes and initializers under construction: the builder each layer's ``export_onnx(g, h, index)``
+    writes itself with (values flow through as their names)."""
 
-    def __init__(self):
-        self.nodes, self.initializers = [], []
+    def __init__(self, model, p: float):
+        self.p, self.nodes, self.initializers = p, [], []
+        self.names = {module: name for name, module in model.named_modules()}
 
     def weight(self, name: str, tensor: torch.Tensor) -> str:
         self.initializers.append(numpy_helper.from_array(tensor.detach().cpu().float().numpy(), name))
@@ -69,30 +67,18 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs))
         return output
 
+    def lp_dist(self, h: str, weight: str, p: float, output: str) -> str:
+        """One ``ai.linfdist::LpDist`` node (the model carries its FunctionProto once)."""
+        return self.node(OP, [h, weight], output, domain=DOMAIN, p=p)
 
-def _trunk(g: _Graph, trunk: LinfDistTrunk, p: float, h: str) -> str:
-    h = g.node("Flatten", [h], "flat", axis=1)
-    h = g.node("Sub", [h, g.weight("pixel_mean", trunk.pixel_mean)], "centered")
-    h = g.node("Div", [h, g.weight("pixel_std", trunk.pixel_std)], "normalized")
-    for i, layer in enumerate(trunk.layers):
-        h = g.node(OP, [h, g.weight(f"trunk.layers.{i}.weight", layer.weight)], f"dist{i}", domain=DOMAIN, p=p)
-        if layer.bias is not None:
-            h = g.node("Add", [h, g.weight(f"trunk.layers.{i}.bias", layer.bias)], f"biased{i}")
-        if i < len(trunk.shifts):
-            h = g.node("Sub", [h, g.weight(f"trunk.shifts.{i}.running_mean", trunk.shifts[i].running_mean)],
-                       f"shifted{i}")
-    return h
+    def module(self, module: nn.Module, h: str, index: int) -> str:
+        """``module`` written into the graph by its own ``export_onnx``; refused if it has none."""
+        if not hasattr(module, "export_onnx"):
+            self.unknown(module, self.names.get(module, type(module).__name__))
+        return module.export_onnx(self, h, index)
 
-
-def _head(g: _Graph, model: LinfDistNetMLP, h: str) -> str:
-    h = g.node("Sub", [h, g.weight("feature_shift.running_mean", model.feature_shift.running_mean)], "features")
-    for i, module in enumerate(model.head):
-        if isinstance(module, nn.Linear):
-            w, b = g.weight(f"head.{i}.weight", module.weight), g.weight(f"head.{i}.bias", module.bias)
-            h = g.node("Gemm", [h, w, b], f"head{i}", transB=1)
-        else:
-            h = g.node("Relu", [h], f"head{i}")
-    return h
+    def unknown(self, module: nn.Module, name: str):
+        raise ExportError(f"the exporter does not know layer {name} ({type(module).__name__})")
 
 
 def build_onnx(model, opset: int = DEFAULT_OPSET, batch: int | None = None, metadata: dict | None = None):
@@ -102,12 +88,10 @@ def build_onnx(model, opset: int = DEFAULT_OPSET, batch: int | None = None, meta
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be >= 1 or dynamic, got {batch}")
     p = _check_model(model)
-    g = _Graph()
-    h = _trunk(g, model.trunk, p, INPUT)
-    h = g.node("Neg", [h], OUTPUT) if isinstance(model, LinfDistNet) else _head(g, model, h)
-    if h != OUTPUT:
-        g.nodes[-1].output[0] = OUTPUT
-        g.nodes[-1].name = OUTPUT
+    g = _Graph(model, p)
+    model.export_onnx(g, INPUT)
+    g.nodes[-1].output[0] = OUTPUT
+    g.nodes[-1].name = OUTPUT
     config = model.config
     batch_dim = batch if batch is not None else "batch"
     graph = helper.make_graph(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 
 from linfdist.errors import LinfdistError
-from linfdist.models import LinfDistNet, LinfDistNetMLP, per_sample
 from linfdist.rounding import unit_roundoff
 
 RADIUS_BISECTION_STEPS = 12
@@ -62,16 +61,12 @@ def interval_margin(lower: torch.Tensor, upper: torch.Tensor, labels: torch.Tens
 def logit_bounds(model, x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
     """Float64 bounds on every logit a float runtime computes for pixel inputs within ℓ∞
     distance ε of x, clipped to [0, 1]; ``eps`` is a number or one value per sample."""
-    if isinstance(model, LinfDistNetMLP):
-        return model.head_interval(*model.feature_interval(x, eps))
-    if isinstance(model, LinfDistNet):
-        e = per_sample(eps, x)
-        lo, hi, err = model.trunk.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1), rounding=True)
-        return -hi.double() - err[:, None], -lo.double() + err[:, None]
-    raise TypeError(f"cannot certify a {type(model).__name__}")
+    if not hasattr(model, "logit_bounds"):
+        raise TypeError(f"cannot certify a {type(model).__name__} (it has no logit_bounds)")
+    return model.logit_bounds(x, eps)
 
 
-def margin_radius(model: LinfDistNet, x: torch.Tensor, labels: torch.Tensor):
+def margin_radius(model, x: torch.Tensor, labels: torch.Tensor):
     """(logits, radius): the largest r with margin certified at every radius below it.
 
     A float runtime's margin at x' with ‖x' − x‖∞ ≤ r is at least
@@ -79,8 +74,7 @@ def margin_radius(model: LinfDistNet, x: torch.Tensor, labels: torch.Tensor):
     rounding bound of this evaluation and S the rounding sites whose operands grow by
     at most L·r; solving for the r at which this reaches 0 gives the radius.
     """
-    h, err = model.trunk(x, rounding=True)
-    logits = -h
+    logits, err = model.forward_with_error(x)
     m = margin(logits, labels).double()
     u = unit_roundoff(logits.dtype)
     lip = model.lipschitz()
@@ -97,7 +91,7 @@ def certify(model, x: torch.Tensor, labels: torch.Tensor, eps: float) -> Certifi
     was_training = model.training
     model.eval()
     try:
-        mlp = isinstance(model, LinfDistNetMLP)
+        mlp = not model.has_margin_certificate
         if mlp:
             logits = model(x)
         else:

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from linfdist.errors import LinfdistError
-from linfdist.nn import LpDistLinear, MeanShift
-from linfdist.rounding import matmul_error, rounding_error, unit_roundoff, widen
+from linfdist.nn import LpDistLinear, MeanShift, Normalize
+from linfdist.rounding import matmul_error, rounding_error, widen
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -160,25 +160,17 @@ class _HubModel(nn.Module):
                 layer.backend = backend
 
 
-def _roundings(layer: LpDistLinear) -> int:
-    """Roundings producing a p = ∞ layer's output: the subtraction, and the bias add if any."""
-    return 1 if layer.bias is None else 2
-
-
-def _bias_error(layer: LpDistLinear, dtype: torch.dtype) -> float:
-    """The part of the bias add's rounding that comes from |b| (the distance is ≤ |y| + |b|)."""
-    return 0.0 if layer.bias is None else unit_roundoff(dtype) * float(layer.bias.detach().abs().max())
-
-
 class LinfDistTrunk(nn.Module):
-    """Normalisation followed by ℓp-dist layers; hidden ones are each followed by a mean shift."""
+    """Normalisation followed by ℓp-dist layers; hidden ones are each followed by a mean shift.
+
+    ``steps()`` is the chain in order; every step knows its interval rule, its roundings and its
+    ONNX form, so the evaluations with error bounds and the export below walk it without asking
+    what each step is.
+    """
 
     def __init__(self, config: LinfDistNetConfig, n_layers: int, out_features: int, last_bias: bool):
         super().__init__()
-        c, pixels = config.input_shape[0], math.prod(config.input_shape[1:])
-        for name, values in (("pixel_mean", config.mean), ("pixel_std", config.std)):
-            per_pixel = torch.tensor(values).expand(c).repeat_interleave(pixels)
-            self.register_buffer(name, per_pixel, persistent=False)
+        self.normalize = Normalize(config.input_shape, config.mean, config.std)
         widths = [math.prod(config.input_shape)] + [config.width] * (n_layers - 1) + [out_features]
         self.layers = nn.ModuleList()
         self.shifts = nn.ModuleList()
@@ -191,13 +183,18 @@ class LinfDistTrunk(nn.Module):
             if not last:
                 self.shifts.append(MeanShift(widths[i + 1]))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixels in [0, 1] (any [N, ...] shape) → flattened, normalised [N, K]."""
-        return (x.reshape(x.shape[0], -1) - self.pixel_mean) / self.pixel_std
+    def steps(self) -> list[tuple[int, nn.Module]]:
+        """(index, step) in evaluation order: the normalisation, then each layer and its shift."""
+        chain = [(0, self.normalize)]
+        for i, layer in enumerate(self.layers):
+            chain.append((i, layer))
+            if i < len(self.shifts):
+                chain.append((i, self.shifts[i]))
+        return chain
 
     def input_lipschitz(self) -> float:
         """ℓ∞ Lipschitz constant of the normalisation (1 / min std)."""
-        return 1.0 / float(self.pixel_std.min())
+        return self.normalize.lipschitz()
 
     def lipschitz(self) -> float:
         """ℓ∞ → ℓ∞ Lipschitz constant of each output of the trunk, in pixel space."""
@@ -207,59 +204,92 @@ class LinfDistTrunk(nn.Module):
         """Rounding allowances are derived for p = ∞ layers only."""
         finite = [layer.p for layer in self.layers if not math.isinf(layer.p)]
         if finite:
-            raise LinfdistError(f"certificates need p = inf on every layer (found p = {finite[0]:g}); call set_p(inf)")
+            raise LinfdistError(f"certificates need p = inf on every layer (found p = {finite[0]:g}); "
+                                "call set_p(inf)")
 
-    def forward(self, x: torch.Tensor, rounding: bool = False):
-        """Trunk output; with ``rounding=True`` also a per-sample bound (float64) on how far
-        this float evaluation is from exact arithmetic (p = ∞ only)."""
-        h = self.normalize(x)
-        if rounding:
-            self.check_linf()
-            err = rounding_error(h, 2)
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if rounding:
-                err = err + rounding_error(h, _roundings(layer)) + _bias_error(layer, h.dtype)
-            if i < len(self.shifts):
-                h = self.shifts[i](h)
-                if rounding:
-                    err = err + rounding_error(h)
-        return (h, err * ROUNDING_SLACK) if rounding else h
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, step in self.steps():
+            x = step(x)
+        return x
+
+    def forward_with_error(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trunk output and a per-sample bound (float64) on how far this float evaluation is from
+        exact arithmetic (p = ∞ only)."""
+        self.check_linf()
+        err = 0.0
+        for _, step in self.steps():
+            x = step(x)
+            err = err + rounding_error(x, step.roundings()) + step.absolute_error(x.dtype)
+        return x, err * ROUNDING_SLACK
 
     def rounding_sites(self) -> int:
-        """Roundings along any input-to-output path whose size grows with the input (see forward)."""
-        return 2 + sum(_roundings(layer) for layer in self.layers) + len(self.shifts)
+        """Roundings along any input-to-output path whose size grows with the input (forward_with_error)."""
+        return sum(step.roundings() for _, step in self.steps())
 
-    def interval(self, lower: torch.Tensor, upper: torch.Tensor, rounding: bool = False):
-        """Output bounds over the pixel box [lower, upper] (inference-time shifts).
+    def interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output bounds over the pixel box [lower, upper] (inference-time shifts)."""
+        for _, step in self.steps():
+            lower, upper = step.interval(lower, upper)
+        return lower, upper
 
-        With ``rounding=True`` (p = ∞ only) the bounds are stepped outward to contain the
-        exact-arithmetic ones, and a per-sample bound (float64) on a float runtime's own
-        rounding error anywhere in the box is returned too.
-        """
-        lo, hi = self.normalize(lower), self.normalize(upper)
-        if rounding:
-            self.check_linf()
-            lo, hi = widen(lo, hi, 2)
-            err = rounding_error(torch.maximum(lo.abs(), hi.abs()), 2)
-        for i, layer in enumerate(self.layers):
-            lo, hi = layer.interval(lo, hi)
-            if rounding:
-                lo, hi = widen(lo, hi, _roundings(layer))
-                err = err + rounding_error(torch.maximum(lo.abs(), hi.abs()), _roundings(layer))
-                err = err + _bias_error(layer, lo.dtype)
-            if i < len(self.shifts):
-                lo, hi = self.shifts[i].interval(lo, hi)
-                if rounding:
-                    lo, hi = widen(lo, hi)
-                    err = err + rounding_error(torch.maximum(lo.abs(), hi.abs()))
-        return (lo, hi, err * ROUNDING_SLACK) if rounding else (lo, hi)
+    def interval_with_error(self, lower: torch.Tensor, upper: torch.Tensor):
+        """(lo, hi, err): output bounds over the pixel box stepped outward to contain the exact-arithmetic
+        ones, and a per-sample bound (float64) on a float runtime's own rounding error anywhere in the box
+        (p = ∞ only)."""
+        self.check_linf()
+        err = 0.0
+        for _, step in self.steps():
+            lower, upper = widen(*step.interval(lower, upper), step.roundings())
+            err = err + rounding_error(torch.maximum(lower.abs(), upper.abs()), step.roundings())
+            err = err + step.absolute_error(lower.dtype)
+        return lower, upper, err * ROUNDING_SLACK
+
+    def export_onnx(self, g, h: str, index: int = 0) -> str:
+        for i, step in self.steps():
+            h = g.module(step, h, i)
+        return h
+
+
+class MLPHead(nn.Sequential):
+    """Linear → ReLU → Linear on the features, certified by interval bounds in float64."""
+
+    def __init__(self, width: int, hidden: int, classes: int):
+        super().__init__(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+    def interval_with_error(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 IBP through the head (Linear by centre/radius, ReLU monotone), widened by the float32
+        runtime's matmul rounding error (``matmul_error``)."""
+        lower, upper = lower.double(), upper.double()
+        for module in self:
+            if isinstance(module, nn.Linear):
+                center, radius = (upper + lower) / 2, (upper - lower) / 2
+                magnitude = torch.maximum(lower.abs(), upper.abs())
+                weight = module.weight.detach().double()
+                center = center @ weight.t() + module.bias.detach().double()
+                radius = radius @ weight.abs().t() + matmul_error(module.weight, magnitude, module.bias)
+                lower, upper = center - radius, center + radius
+            else:
+                lower, upper = module(lower), module(upper)
+        return lower, upper
+
+    def export_onnx(self, g, h: str, index: int = 0) -> str:
+        for i, module in enumerate(self):
+            if isinstance(module, nn.Linear):
+                w, b = g.weight(f"head.{i}.weight", module.weight), g.weight(f"head.{i}.bias", module.bias)
+                h = g.node("Gemm", [h, w, b], f"head{i}", transB=1)
+            elif isinstance(module, nn.ReLU):
+                h = g.node("Relu", [h], f"head{i}")
+            else:
+                g.unknown(module, f"head.{i}")
+        return h
 
 
 class LinfDistNet(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
-    """Plain ℓ∞-dist net; logits g(x) = −(last-layer distances + bias)."""
+    """Plain ℓ∞-dist net; logits g(x) = −(last-layer distances + bias). Certified by the margin
+    (each logit is ``lipschitz()``-Lipschitz in ℓ∞) and by interval bounds."""
 
     config_class = LinfDistNetConfig
+    has_margin_certificate = True
 
     def __init__(self, config: LinfDistNetConfig):
         super().__init__()
@@ -268,6 +298,11 @@ class LinfDistNet(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return -self.trunk(x)
+
+    def forward_with_error(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and a per-sample bound (float64) on their distance from exact arithmetic (p = ∞)."""
+        h, err = self.trunk.forward_with_error(x)
+        return -h, err
 
     def lipschitz(self) -> float:
         """ℓ∞ Lipschitz constant of each logit w.r.t. the pixels."""
@@ -278,20 +313,30 @@ class LinfDistNet(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
         lo, hi = self.trunk.interval(lower, upper)
         return -hi, -lo
 
+    def logit_bounds(self, x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 bounds on every logit a float runtime computes for pixel inputs within ℓ∞ distance ε
+        of x, clipped to [0, 1]; ``eps`` is a number or one value per sample (p = ∞)."""
+        e = per_sample(eps, x)
+        lo, hi, err = self.trunk.interval_with_error((x - e).clamp(0, 1), (x + e).clamp(0, 1))
+        return -hi.double() - err[:, None], -lo.double() + err[:, None]
+
+    def export_onnx(self, g, h: str) -> str:
+        return g.node("Neg", [self.trunk.export_onnx(g, h)], "negated")
+
 
 class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
-    """ℓ∞-dist feature extractor (``depth`` layers of ``width``) + ReLU MLP head."""
+    """ℓ∞-dist feature extractor (``depth`` layers of ``width``) + ReLU MLP head, certified by
+    interval bounds (no margin certificate: the head is not 1-Lipschitz)."""
 
     config_class = LinfDistNetMLPConfig
+    has_margin_certificate = False
 
     def __init__(self, config: LinfDistNetMLPConfig):
         super().__init__()
         config = self._init_config(config)
         self.trunk = LinfDistTrunk(config, config.depth, config.width, last_bias=False)
         self.feature_shift = MeanShift(config.width)
-        self.head = nn.Sequential(
-            nn.Linear(config.width, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, config.num_classes)
-        )
+        self.head = MLPHead(config.width, config.head_hidden, config.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The ℓ∞-dist features z (each coordinate trunk.lipschitz()-Lipschitz)."""
@@ -308,10 +353,10 @@ class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
         widened by the rounding allowances of ``linfdist.rounding``.
         """
         e = per_sample(eps, x)
-        h, err_x = self.trunk(x, rounding=True)
+        h, err_x = self.trunk.forward_with_error(x)
         z = self.feature_shift(h)
         err_x = err_x + rounding_error(z)
-        lo, hi, err_box = self.trunk.interval((x - e).clamp(0, 1), (x + e).clamp(0, 1), rounding=True)
+        lo, hi, err_box = self.trunk.interval_with_error((x - e).clamp(0, 1), (x + e).clamp(0, 1))
         lo, hi = widen(*self.feature_shift.interval(lo, hi))
         err_box = err_box + rounding_error(torch.maximum(lo.abs(), hi.abs()))
         reach = self.trunk.lipschitz() * e.reshape(-1, 1).double() + err_x[:, None]
@@ -320,20 +365,17 @@ class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
         return lo, hi
 
     def head_interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float64 IBP through the head (Linear by centre/radius, ReLU monotone), widened by the
-        float32 runtime's matmul rounding error (``matmul_error``)."""
-        lower, upper = lower.double(), upper.double()
-        for module in self.head:
-            if isinstance(module, nn.Linear):
-                center, radius = (upper + lower) / 2, (upper - lower) / 2
-                magnitude = torch.maximum(lower.abs(), upper.abs())
-                weight = module.weight.detach().double()
-                center = center @ weight.t() + module.bias.detach().double()
-                radius = radius @ weight.abs().t() + matmul_error(module.weight, magnitude, module.bias)
-                lower, upper = center - radius, center + radius
-            else:
-                lower, upper = module(lower), module(upper)
-        return lower, upper
+        """Float64 IBP through the head (``MLPHead.interval_with_error``)."""
+        return self.head.interval_with_error(lower, upper)
+
+    def logit_bounds(self, x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 bounds on every logit a float runtime computes within ε of x (see feature_interval)."""
+        return self.head.interval_with_error(*self.feature_interval(x, eps))
+
+    def export_onnx(self, g, h: str) -> str:
+        h = self.trunk.export_onnx(g, h)
+        h = self.feature_shift.export_onnx(g, h, 0, name="feature_shift")
+        return self.head.export_onnx(g, h)
 
 
 ARCHITECTURES = {"LinfDistNet": LinfDistNet, "LinfDistNetMLP": LinfDistNetMLP}

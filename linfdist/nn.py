@@ -1,4 +1,9 @@
-"""Layers of ℓp-dist nets: the distance layer and mean-shift normalisation."""
+"""Layers of ℓp-dist nets: input normalisation, the distance layer and mean-shift normalisation.
+
+Each layer knows its interval rule (``interval``), how many float roundings produce its output
+(``roundings``, for the rounding allowances of ``linfdist.rounding``) and its ONNX form
+(``export_onnx(g, h, index)``, written against the builder ``linfdist.export`` passes in).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,43 @@ import torch
 from torch import nn
 
 from linfdist.functional import interval_lp_dist, lp_dist
+from linfdist.rounding import unit_roundoff
+
+
+class Normalize(nn.Module):
+    """Pixels in [0, 1] (any [N, ...] shape) → flattened (x − mean) / std [N, K], per channel.
+
+    The statistics are non-persistent buffers: they come from the config, not the weights file.
+    """
+
+    def __init__(self, input_shape, mean, std):
+        super().__init__()
+        c, pixels = input_shape[0], math.prod(input_shape[1:])
+        for name, values in (("pixel_mean", mean), ("pixel_std", std)):
+            per_pixel = torch.tensor(values).expand(c).repeat_interleave(pixels)
+            self.register_buffer(name, per_pixel, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.reshape(x.shape[0], -1) - self.pixel_mean) / self.pixel_std
+
+    def interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Monotone increasing (std > 0): the box's corners map to the bounds."""
+        return self(lower), self(upper)
+
+    def lipschitz(self) -> float:
+        """ℓ∞ Lipschitz constant (1 / min std)."""
+        return 1.0 / float(self.pixel_std.min())
+
+    def roundings(self) -> int:
+        return 2  # the subtraction and the division
+
+    def absolute_error(self, dtype: torch.dtype) -> float:
+        return 0.0
+
+    def export_onnx(self, g, h: str, index: int) -> str:
+        h = g.node("Flatten", [h], "flat", axis=1)
+        h = g.node("Sub", [h, g.weight("pixel_mean", self.pixel_mean)], "centered")
+        return g.node("Div", [h, g.weight("pixel_std", self.pixel_std)], "normalized")
 
 
 class LpDistLinear(nn.Module):
@@ -60,6 +102,21 @@ class LpDistLinear(nn.Module):
             lo, hi = lo + self.bias, hi + self.bias
         return lo, hi
 
+    def roundings(self) -> int:
+        """Roundings producing a p = ∞ output: the subtraction, and the bias add if any."""
+        return 1 if self.bias is None else 2
+
+    def absolute_error(self, dtype: torch.dtype) -> float:
+        """The part of the bias add's rounding that comes from |b| (the distance is ≤ |y| + |b|)."""
+        return 0.0 if self.bias is None else unit_roundoff(dtype) * float(self.bias.detach().abs().max())
+
+    def export_onnx(self, g, h: str, index: int) -> str:
+        """One ``ai.linfdist::LpDist`` node (and the bias add)."""
+        h = g.lp_dist(h, g.weight(f"trunk.layers.{index}.weight", self.weight), self.p, f"dist{index}")
+        if self.bias is not None:
+            h = g.node("Add", [h, g.weight(f"trunk.layers.{index}.bias", self.bias)], f"biased{index}")
+        return h
+
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, p={self.p}, bias={self.bias is not None}"
 
@@ -86,3 +143,15 @@ class MeanShift(nn.Module):
     def interval(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bounds after the inference-time shift (the running mean)."""
         return lower - self.running_mean, upper - self.running_mean
+
+    def roundings(self) -> int:
+        return 1
+
+    def absolute_error(self, dtype: torch.dtype) -> float:
+        return 0.0
+
+    def export_onnx(self, g, h: str, index: int, name: str | None = None) -> str:
+        """The running mean subtracted (``name``: the state-dict prefix; a trunk's shifts by default)."""
+        prefix = name or f"trunk.shifts.{index}"
+        out = "features" if name else f"shifted{index}"
+        return g.node("Sub", [h, g.weight(f"{prefix}.running_mean", self.running_mean)], out)
