@@ -152,13 +152,13 @@ def cmd_verify(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from linfdist.recipe import RECIPES, get_recipe
+    from linfdist.recipe import ABOUT_RECIPES, RECIPES, get_recipe
     from linfdist.workflows import train_and_certify
 
     if args.list_recipes:
         for name, recipe in sorted(RECIPES.items()):
             print(f"{name}: {recipe.dataset}, {recipe.architecture} {recipe.depth}x{recipe.width}, "
-                  f"eps {recipe.eps_test:g}, {recipe.loss} loss, {recipe.epochs} epochs")
+                  f"eps {recipe.eps_test:g}, {recipe.loss} loss, {recipe.epochs} epochs. {ABOUT_RECIPES[name]}")
         return 0
     _set_threads(args.threads)
     recipe = get_recipe(args.recipe)

@@ -67,3 +67,16 @@ def test_every_package_folder_and_data_file_is_in_the_distribution():
             found.add(".".join((package, *parts)))
     assert found == set(tool["packages"])
     assert "recipes/*.json" in tool["package-data"]["linfdist"]
+
+
+def test_the_readme_api_example_runs():
+    """The README's Python API block, as written, runs against the installed package."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "tensor(" in result.stdout
