@@ -83,11 +83,22 @@ def margin_radius(model, x: torch.Tensor, labels: torch.Tensor):
     return logits, radius.clamp_min(0)
 
 
+def check_pixels(x: torch.Tensor) -> None:
+    """Refuse inputs outside the pixel domain [0, 1] the certificates are stated over, naming the fix."""
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise LinfdistError("pixels hold NaN or infinite values")
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        low, high = float(x.min()), float(x.max())
+        fix = " (0–255 values: divide by 255)" if 0 <= low and high <= 255 else ""
+        raise LinfdistError(f"pixels must lie in [0, 1], found [{low:g}, {high:g}]{fix}")
+
+
 @torch.no_grad()
 def certify(model, x: torch.Tensor, labels: torch.Tensor, eps: float) -> Certificates:
     """Certify one batch of pixel inputs x in [0, 1] at radius ε (model in eval mode, p = ∞)."""
     if eps < 0:
         raise LinfdistError(f"eps must be >= 0, got {eps}")
+    check_pixels(x)
     was_training = model.training
     model.eval()
     try:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from linfdist.verify.cli import add_arguments, eps_value
 from linfdist.verify.errors import first_line
 
 
@@ -24,6 +25,10 @@ def _passive_openmp_for_native_kernels() -> None:
     if "OMP_WAIT_POLICY" not in os.environ and any(any(Path(f).glob("_native*")) for f in folders):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
+
+
+MODEL_HELP = ("a zoo name or alias, a checkpoint folder, a Hugging Face Hub repo id (owner/name; offline from the "
+              "HF cache with HF_HUB_OFFLINE=1) or an .onnx file")
 
 
 class CliError(Exception):
@@ -42,10 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("verify", help="certify a model with the independent verifier; compare runtimes")
-    from linfdist.verify.cli import add_arguments, eps_value
 
     add_arguments(v, f"{MODEL_HELP} (default: the zoo's default model)")
     v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+    ce = sub.add_parser("certify", help="certify your own images or arrays with the independent verifier")
+    ce.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPEG images, .npy/.npz arrays of pixels in [0, 1]")
+    ce.add_argument("--model", default=None, help=f"{MODEL_HELP} (default: the zoo's default model)")
+    ce.add_argument("--eps", type=eps_value, help="ℓ∞ radius in pixel units, e.g. 0.3 or 8/255 (default: the "
+                                                  "model's trained ε)")
+    ce.add_argument("--resize", action="store_true", help="resample images to the model's input size")
+    ce.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     t = sub.add_parser("train", help="train a model from a recipe (resumable)")
     t.add_argument("--recipe", default="mnist-default", help="built-in recipe name (see --list-recipes)")
@@ -106,9 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MODEL_HELP = ("a zoo name or alias, a checkpoint folder, a Hugging Face Hub repo id (owner/name; offline from the "
-              "HF cache with HF_HUB_OFFLINE=1) or an .onnx file")
-
 
 class _VersionAction(argparse.Action):
     """--version, computed only when asked (it loads torch to report the kernel path)."""
@@ -149,6 +158,42 @@ def cmd_verify(args) -> int:
     source = resolve_model(args.model)
     with tempfile.TemporaryDirectory(prefix="linfdist-verify-") as tmp:
         return run(args, onnx_file(source, Path(tmp)), torch_runtimes, None if source.is_onnx else str(source.path))
+
+
+def cmd_certify(args) -> int:
+    """Certify the given inputs: prediction, margin, certified radii and the decision at ε, one row each."""
+    import tempfile
+
+    from linfdist.verify.cli import check_output_paths
+    from linfdist.verify.graph import load_graph
+    from linfdist.workflows import onnx_file, resolve_model
+    from linfdist.workflows.certify_inputs import certify_inputs, load_inputs
+    from linfdist.zoo.published import eps_text
+
+    args.vnnlib = None
+    check_output_paths(args)
+    source = resolve_model(args.model)
+    with tempfile.TemporaryDirectory(prefix="linfdist-certify-") as tmp:
+        graph = load_graph(onnx_file(source, Path(tmp)))
+    if len(graph.sample_shape) != 3:
+        raise CliError(f"{source} takes inputs of shape {graph.sample_shape}, not images [C, H, W]")
+    eps = args.eps if args.eps is not None else float(graph.metadata.get("linfdist.eps", "nan"))
+    if eps != eps:
+        raise CliError(f"{source} carries no ε in its metadata; pass --eps")
+    inputs = load_inputs(args.inputs, graph.sample_shape, resize=args.resize)
+    results = certify_inputs(graph, inputs, eps)
+    if args.json:
+        doc = {"schema": "linfdist.certify/1", "model": str(source), "eps": eps,
+               "inputs": [r.as_dict() for r in results]}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    rows = [["input", "class", "margin", "radius (margin)", "radius (IBP)", f"certified at ε = {eps_text(eps)}"]]
+    rows += [[r.source, f"{r.predicted} ({r.class_name})", f"{r.margin:.4f}", f"{r.margin_radius:.4f}",
+              f"{r.ibp_radius:.4f}", "yes" if r.certified else "no"] for r in results]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"model {source}; independent verifier, float64 reference with float32 rounding bounds")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -338,7 +383,7 @@ def cmd_zoo(args) -> int:
     return ZOO_ACTIONS[args.zoo_command](args)
 
 
-COMMANDS = {"verify": cmd_verify, "train": cmd_train, "curves": cmd_curves, "export": cmd_export, "zoo": cmd_zoo,
+COMMANDS = {"verify": cmd_verify, "certify": cmd_certify, "train": cmd_train, "curves": cmd_curves, "export": cmd_export, "zoo": cmd_zoo,
             "bench": cmd_bench}
 
 
