@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="certify a model with the independent verifier; compare runtimes")
 
     add_arguments(v, f"{MODEL_HELP} (default: the zoo's default model)")
+    v.add_argument("--plot", metavar="PNG", help="also draw certified accuracy against ε (with --eps E1,E2,...)")
     v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
     ce = sub.add_parser("certify", help="certify your own images or arrays with the independent verifier")
@@ -153,11 +154,15 @@ def cmd_verify(args) -> int:
     from linfdist.runtimes import torch_runtimes
     from linfdist.verify.cli import run
     from linfdist.workflows import onnx_file, resolve_model
+    from linfdist.workflows.robustness_plot import plot_robustness
 
     _set_threads(args.threads)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise CliError(f"--plot must name a .png file, got {args.plot!r}")
     source = resolve_model(args.model)
     with tempfile.TemporaryDirectory(prefix="linfdist-verify-") as tmp:
-        return run(args, onnx_file(source, Path(tmp)), torch_runtimes, None if source.is_onnx else str(source.path))
+        return run(args, onnx_file(source, Path(tmp)), torch_runtimes, None if source.is_onnx else str(source.path),
+                   plot=plot_robustness)
 
 
 def cmd_certify(args) -> int:

@@ -58,7 +58,7 @@ class Certificates:
     lower: np.ndarray
     upper: np.ndarray
     labels: np.ndarray
-    eps: float
+    eps: float | np.ndarray  #: the radius, or one per sample
     margin: np.ndarray
     ibp: np.ndarray
     in_range: np.ndarray
@@ -80,7 +80,8 @@ class Certificates:
         anywhere in B are both at most E, so it needs r_y − r_j > 2(E_y + E_j) + (L_y + L_j)·ε."""
         y = self.labels
         errors = self.runtime_error
-        slack = 2 * (errors[np.arange(len(y)), y][:, None] + errors) + (self.lipschitz[y][:, None] + self.lipschitz) * self.eps
+        slack = (2 * (errors[np.arange(len(y)), y][:, None] + errors)
+                 + (self.lipschitz[y][:, None] + self.lipschitz) * _per_sample(np.asarray(self.eps), errors))
         return _margin_holds(logits.astype(np.float64), y, up(slack, 4)) & self.in_range
 
 
@@ -105,22 +106,26 @@ def lipschitz(graph: Graph) -> list[np.ndarray]:
 
 def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
             lipschitz_bounds: list[np.ndarray] | None = None) -> Certificates:
-    """Certificates for float32 pixels [n, *sample_shape] in the domain, labels [n], radius ε ≥ 0."""
+    """Certificates for float32 pixels [n, *sample_shape] in the domain, labels [n], radius ε ≥ 0 (a number,
+    or one per sample)."""
     pixels = np.asarray(pixels)
     if pixels.dtype != np.float32 or pixels.shape[1:] != graph.sample_shape:
         raise ValueError(f"pixels must be float32 [n, {', '.join(map(str, graph.sample_shape))}], "
                          f"got {pixels.dtype} {pixels.shape}")
     if not np.isfinite(pixels).all() or pixels.min(initial=0) < DOMAIN[0] or pixels.max(initial=0) > DOMAIN[1]:
         raise ValueError(f"pixels must be finite and within {DOMAIN}")
-    if not eps >= 0 or not np.isfinite(eps):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    radius = np.asarray(eps, dtype=np.float64)
+    if radius.ndim > 1 or (radius.ndim == 1 and radius.shape != (len(pixels),)):
+        raise ValueError(f"eps must be a number or one value per sample, got shape {radius.shape}")
+    if not (np.isfinite(radius).all() and (radius >= 0).all()):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
     labels = np.asarray(labels, dtype=np.int64)
     lips = lipschitz_bounds or lipschitz(graph)
     v = pixels.astype(np.float64)
     err = np.zeros_like(v)
     runtime = np.zeros_like(v)
-    lo = np.clip(_down(v - eps), *DOMAIN)
-    hi = np.clip(_upward(v + eps), *DOMAIN)
+    lo = np.clip(_down(v - _per_sample(radius, v)), *DOMAIN)
+    hi = np.clip(_upward(v + _per_sample(radius, v)), *DOMAIN)
     in_range = np.ones(len(v), dtype=bool)
     scalings = _ScalarScalings()
     for step, lip in zip(graph.steps, lips):
@@ -130,7 +135,7 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
         mag_in = np.maximum(np.abs(lo), np.abs(hi))
         blo, bhi = rule.bounds(lo, hi)
         widen = rule.rounding(mag_in, np.maximum(np.abs(blo), np.abs(bhi)), F64)
-        reach = up(err + lip * eps, 2)
+        reach = up(err + lip * _per_sample(radius, value), 2)
         blo = _down(np.maximum(blo - widen, value - reach))  # nextafter is monotone: one call covers both
         bhi = _upward(np.minimum(bhi + widen, value + reach))
         moved = rule.spread(runtime)
@@ -144,14 +149,20 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
         v, lo, hi = value, blo, bhi
     lip = lips[-1][0]
     rows = np.arange(len(labels))
-    slack = (err[rows, labels][:, None] + err + (lip[labels][:, None] + lip) * eps
+    slack = (err[rows, labels][:, None] + err + (lip[labels][:, None] + lip) * _per_sample(radius, v)
              + runtime[rows, labels][:, None] + runtime)
     margin = _margin_holds(v, labels, up(slack, 6)) & in_range
     true_low = _down(lo[rows, labels] - runtime[rows, labels])
     others = _upward(hi + runtime)
     others[rows, labels] = -np.inf
     ibp = (true_low > others.max(1)) & (v.argmax(1) == labels) & in_range
-    return Certificates(v, err, runtime, lip, lo, hi, labels, float(eps), margin, ibp, in_range)
+    return Certificates(v, err, runtime, lip, lo, hi, labels, float(radius) if radius.ndim == 0 else radius,
+                        margin, ibp, in_range)
+
+
+def _per_sample(radius: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """ε shaped to broadcast against a batch ``like`` [n, ...]: the number itself, or one value per row."""
+    return radius if radius.ndim == 0 else radius.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 class _ScalarScalings:

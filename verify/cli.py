@@ -7,11 +7,14 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
 from linfdist.verify.errors import Refused, first_line
 from linfdist.verify import maxplus
 from linfdist.verify.graph import Graph, load_graph
+from linfdist.verify.radii import certified_radii, curve
 from linfdist.verify.report import format_report, report_json
 from linfdist.verify.runtimes import NAMES, REFERENCE, Runtime, ort_runtimes, unavailable
 from linfdist.verify.vnnlib import write_properties
@@ -45,12 +48,21 @@ def eps_value(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or fraction such as 0.3 or 8/255") from None
 
 
+def eps_values(text: str) -> list[float]:
+    """One or more ℓ∞ radii, comma-separated ("0.1,0.2,0.3", "2/255,8/255")."""
+    values = [eps_value(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} names no radius")
+    return values
+
+
 def add_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("model", nargs="?", help=model_help)
     parser.add_argument("--dataset", choices=DATASETS, help="default: the dataset in the model's metadata")
     parser.add_argument("--data-dir", help="folder with the datasets (default: $LINFDIST_DATA, else bundled MNIST test)")
-    parser.add_argument("--eps", type=eps_value,
-                        help="ℓ∞ radius in pixel units, e.g. 0.3 or 8/255 (default: the model's trained ε)")
+    parser.add_argument("--eps", type=eps_values,
+                        help="ℓ∞ radius in pixel units, e.g. 0.3 or 8/255 (default: the model's trained ε); several, "
+                             "comma-separated, add the certified-accuracy curve over them (the table is at the first)")
     parser.add_argument("--runtimes", default="all",
                         help=f"comma-separated, or 'all' (default): {', '.join(NAMES)}")
     parser.add_argument("--limit", type=int, help="verify only the first N test images")
@@ -108,21 +120,23 @@ def _defaults(graph: Graph, args) -> tuple[str, float]:
     dataset = args.dataset or graph.metadata.get("linfdist.dataset")
     if dataset not in DATASETS:
         raise UsageError(f"the model names no known dataset ({dataset!r}); pass --dataset")
-    eps = args.eps
-    if eps is None:
+    radii = args.eps
+    if radii is None:
         try:
-            eps = float(graph.metadata["linfdist.eps"])
+            radii = [float(graph.metadata["linfdist.eps"])]
         except (KeyError, ValueError):
             raise UsageError("the model's metadata carries no ε; pass --eps") from None
-    if not 0 <= eps < float("inf"):
-        raise UsageError(f"--eps must be >= 0 and finite, got {eps}")
-    return dataset, eps
+    for eps in radii:
+        if not 0 <= eps < float("inf"):
+            raise UsageError(f"--eps must be >= 0 and finite, got {eps:g}")
+    return dataset, radii
 
 
 def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtime]] | None = None,
-        source: str | None = None) -> int:
+        source: str | None = None, plot: Callable | None = None) -> int:
     """Verify ``onnx_path`` as ``args`` ask; ``more_runtimes(graph)`` gives the caller's runtimes of the
-    accepted graph (the torch ones; none without torch); ``source`` names what the file was exported from."""
+    accepted graph (the torch ones; none without torch); ``source`` names what the file was exported from;
+    ``plot(report, graph, path)`` draws the curve for ``--plot`` (the caller's: it needs more than numpy)."""
     for name in ("limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -130,7 +144,11 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
     names = requested_runtimes(args.runtimes)
     check_output_paths(args)
     graph = load_graph(onnx_path)
-    dataset, eps = _defaults(graph, args)
+    dataset, radii = _defaults(graph, args)
+    eps = radii[0]
+    wants_curve = len(radii) > 1 or getattr(args, "plot", None)
+    if getattr(args, "plot", None) and plot is None:
+        raise UsageError("--plot needs `linfdist verify` (it draws with matplotlib)")
     images, labels = load_dataset(dataset, "test", args.data_dir)
     full = args.limit is None or args.limit >= len(images)
     if args.limit is not None:
@@ -144,9 +162,16 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
         runtimes.insert(0, available[REFERENCE])
     report = verify_dataset(graph, images, labels, eps, dataset, runtimes, args.batch_size,
                             progress=not args.quiet, full_split=full, source=source)
+    if wants_curve:
+        radius = radii_of(graph, images, labels, radii, args.batch_size, progress=not args.quiet)
+        report.radii = [float(r) for r in radius]
+        report.curve = curve(radius, radii)
     if args.json:  # before the table: a reader that closes the pipe early must not lose the report
         Path(args.json).write_text(report_json(report))
     print(format_report(report))
+    if getattr(args, "plot", None):
+        plot(report, graph, Path(args.plot))
+        print(f"wrote {args.plot}")
     if args.vnnlib:
         from linfdist.verify.compare import pixels
 
@@ -158,6 +183,23 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
         print(f"linfdist verify: {disagreement}", file=sys.stderr)
         return CLAIMS_DISAGREE
     return 0
+
+
+def radii_of(graph: Graph, images, labels, radii, batch_size: int, progress: bool) -> np.ndarray:
+    """Per-sample certified radii over the data set, in batches (``verify.radii``)."""
+    from linfdist.verify.compare import pixels, progress_bar
+
+    out = []
+    bar = progress_bar(len(images), progress, "certified radii")
+    for offset in range(0, len(images), batch_size):
+        radius, _ = certified_radii(graph, pixels(images[offset: offset + batch_size]),
+                                    labels[offset: offset + batch_size], radii)
+        out.append(radius)
+        if bar is not None:
+            bar.update(len(radius))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,8 @@ class Report:
     runtimes: list
     claims: dict
     seconds: float
+    curve: list | None = None  #: certified accuracy at each requested ε (``--eps E1,E2,...``)
+    radii: list | None = None  #: per sample, the largest ε certified (-1: none), as ``verify.radii`` finds it
 
 
 def pixels(images: np.ndarray) -> np.ndarray:
@@ -114,7 +116,7 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
     tallies = [_Tally(r) for r in runtimes if r.available]
     counts = np.zeros(4, dtype=np.int64)  # correct, certified, margin, ibp (as in Report)
     reference_seconds = 0.0
-    bar = _progress(len(images), progress)
+    bar = progress_bar(len(images), progress)
     for offset in range(0, len(images), batch_size):
         x = pixels(images[offset: offset + batch_size])
         y = labels[offset: offset + batch_size]
@@ -171,11 +173,12 @@ def _claims(metadata: dict, clean: float, certified: float, eps: float, full_spl
     return {"checked": True, "claimed": claimed, "derived": derived, "agrees": agrees}
 
 
-def _progress(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool, desc: str = "verify"):
+    """A tqdm bar when wanted and installed (tqdm is optional for the verifier), else None."""
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc="verify", unit="img", leave=False)
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
