@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from linfdist.verify.cli import add_arguments, eps_value
+from linfdist.verify.datasets import DATASETS
 from linfdist.verify.errors import first_line
 
 
@@ -88,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     z = sub.add_parser("zoo", help="the registered certified models: list, info, download")
     zsub = z.add_subparsers(dest="zoo_command", metavar="ACTION")
-    zsub.add_parser("list", help="every registered model with its dataset, ε and certified accuracy")
+    zl = zsub.add_parser("list", help="every registered model with its dataset, ε and certified accuracy")
+    zl.add_argument("--dataset", choices=DATASETS, help="only models of this data set")
+    zl.add_argument("--eps", type=eps_value, help="only models certified at this ε (0.3, 8/255)")
+    zl.add_argument("--json", action="store_true", help="print the entries as JSON")
     for action, what in (("info", "print a model's card"), ("download", "fetch (or locate) a model and check its files")):
         zsub.add_parser(action, help=what).add_argument("name", help="model name (see `linfdist zoo list`)")
     conv = zsub.add_parser("convert", help="turn an L_inf-dist-net (v1) or -v2 checkpoint (.pth) into a Hub-layout folder")
     conv.add_argument("checkpoint", help="their .pth ({'state_dict': ...}: v1 MLP or v2 MLPModel, recognised by its keys)")
-    conv.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "cifar10"])
+    conv.add_argument("--dataset", required=True, choices=DATASETS)
     conv.add_argument("--eps", type=eps_value, required=True, help="the ε it was trained for, in pixel units (0.3, 8/255)")
     conv.add_argument("-o", "--output", required=True, help="folder to write (config.json + model.safetensors)")
     zsub.add_parser("sync", help="regenerate the bundled cards and the README's zoo table from the registry "
@@ -297,14 +301,27 @@ def cmd_export(args) -> int:
 
 
 def zoo_list(args) -> int:
+    import math
+    from dataclasses import asdict
+
+    from linfdist.zoo.published import eps_text, published
     from linfdist.zoo.registry import load_registry
 
-    rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "where"]]
-    for e in load_registry():
+    entries = [e for e in load_registry() if (args.dataset is None or e.dataset == args.dataset)
+               and (args.eps is None or math.isclose(e.eps, args.eps, rel_tol=1e-6))]
+    best = {e.name: max(published(e.dataset, e.eps), key=lambda f: f.certified, default=None) for e in entries}
+    if args.json:
+        doc = [{**asdict(e), "eps_text": eps_text(e.eps),
+                "best_published": asdict(best[e.name]) if best[e.name] else None} for e in entries]
+        print(json.dumps(doc, indent=2))
+        return 0
+    rows = [["name", "dataset", "eps", "architecture", "clean", "certified", "best published", "where"]]
+    for e in entries:
         aliases = f" ({', '.join(e.aliases)})" if e.aliases else ""
         where = f"bundled{aliases}" if e.bundled else f"{e.repo_id}@{e.revision or 'unpublished'}"
-        rows.append([e.name, e.dataset, f"{e.eps:g}", e.architecture, f"{e.clean_accuracy:.2f}%",
-                     f"{e.certified_accuracy:.2f}%", where])
+        paper = f"{best[e.name].certified:.2f}% ({best[e.name].paper})" if best[e.name] else "-"
+        rows.append([e.name, e.dataset, eps_text(e.eps), e.architecture, f"{e.clean_accuracy:.2f}%",
+                     f"{e.certified_accuracy:.2f}%", paper, where])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

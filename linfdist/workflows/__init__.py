@@ -16,7 +16,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "ModelSource": "resolve", "resolve_model": "resolve", "resolve_folder": "resolve",
+    "ModelSource": "resolve", "resolve_model": "resolve", "resolve_folder": "resolve", "load_model": "resolve",
+    "create_model": "resolve",
     "certify_folder": "certification", "onnx_file": "certification",
     "train_and_certify": "training", "reproduce_command": "training",
     "recertify": "zoo_figures", "sync_zoo": "zoo_figures", "zoo_table": "zoo_figures",

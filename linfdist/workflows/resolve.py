@@ -87,3 +87,29 @@ def _hub_folder(repo_id: str) -> Path:
     if not (folder / CONFIG_FILE).is_file():
         raise LinfdistError(f"Hub repository {repo_id} holds no {CONFIG_FILE}: not a linfdist model")
     return folder
+
+
+def load_model(name_or_path: str | None = None):
+    """The model a MODEL argument names (zoo name or alias, checkpoint folder, Hub repo id), in eval mode;
+    a zoo model's files are checked against the sha256 its registry entry pins first."""
+    from linfdist.models import load_pretrained
+
+    return load_pretrained(resolve_folder(name_or_path))
+
+
+def create_model(name: str, pretrained: bool = True, **config):
+    """timm's convention: the zoo model ``name`` with its weights, or (``pretrained=False``) the same
+    architecture freshly initialised; ``config`` overrides config fields (e.g. ``p=8.0`` to fine-tune)."""
+    import json
+
+    from linfdist.models import ARCHITECTURES, load_pretrained
+
+    folder = resolve_folder(name)
+    if pretrained and not config:
+        return load_pretrained(folder)
+    data = {**json.loads((folder / CONFIG_FILE).read_text()), **config}
+    cls = ARCHITECTURES[data["architecture"]]
+    model = cls(cls.config_class.from_dict(data))
+    if pretrained:
+        model.load_state_dict(load_pretrained(folder).state_dict())
+    return model.eval()

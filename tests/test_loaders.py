@@ -1,0 +1,77 @@
+"""One loader and one MODEL argument: zoo names and aliases, folders, Hub repo ids (offline from the HF
+cache), .onnx files; timm-style create_model; zoo list's filters and JSON."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import linfdist
+from linfdist.cli import main
+from linfdist.workflows import resolve_model
+from linfdist.zoo import bundled_model_dir
+
+
+def test_load_model_takes_zoo_names_aliases_and_folders(tmp_path):
+    default = linfdist.load_model()
+    assert not default.training
+    by_alias, by_name = linfdist.load_model("default"), linfdist.load_model("mnist-5x512-eps0.1")
+    folder = shutil.copytree(bundled_model_dir(), tmp_path / "copy")
+    by_folder = linfdist.load_model(str(folder))
+    for other in (by_alias, by_name, by_folder):
+        assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), other.state_dict().values()))
+
+
+def test_a_hub_repo_id_resolves_offline_from_the_hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"  # a test cache's commit, not a real upload
+    repo = tmp_path / "hub" / "models--someone--mnist-test"
+    shutil.copytree(bundled_model_dir(), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    source = resolve_model("someone/mnist-test")
+    assert source.path == repo / "snapshots" / commit and not source.is_onnx and source.zoo_name is None
+    assert linfdist.load_model("someone/mnist-test").config.width == 512
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+        resolve_model("someone/not-cached")
+
+
+def test_model_arguments_say_what_is_wrong(tmp_path):
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    with pytest.raises(ValueError, match="not an ONNX file"):
+        resolve_model(str(tmp_path / "image.png"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_model(str(tmp_path / "missing.onnx"))
+    with pytest.raises(ValueError, match="did you mean mnist-5x512-eps0.3"):
+        resolve_model("mnist-5x512-eps03")
+    with pytest.raises(ValueError, match="is an ONNX file"):
+        linfdist.load_model(_onnx(tmp_path))
+
+
+def _onnx(tmp_path):
+    from linfdist.export import export_checkpoint
+
+    return str(export_checkpoint(bundled_model_dir(), tmp_path / "m.onnx"))
+
+
+def test_create_model_follows_timm():
+    fresh = linfdist.create_model("mnist-5x512-eps0.3", pretrained=False)
+    trained = linfdist.create_model("mnist-5x512-eps0.3")
+    assert fresh.config.to_dict() == trained.config.to_dict()
+    assert not torch.equal(fresh.trunk.layers[2].weight, trained.trunk.layers[2].weight)
+    annealing = linfdist.create_model("mnist-5x512-eps0.3", p=8.0)
+    assert annealing.config.p == 8.0 and torch.equal(annealing.trunk.layers[2].weight, trained.trunk.layers[2].weight)
+
+
+def test_zoo_list_filters_and_json(capsys):
+    assert main(["zoo", "list", "--dataset", "cifar10", "--eps", "8/255"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "8/255" in out[1] and "40.39% (SortNet)" in out[1]
+    assert main(["zoo", "list", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    default = next(e for e in doc if "default" in e["aliases"])
+    assert default["best_published"] == {"paper": "SortNet", "certified": 98.14} and default["eps_text"] == "0.1"
