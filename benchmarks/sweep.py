@@ -4,9 +4,9 @@ lengths, each certified by ``linfdist verify`` on the full test set.
     python benchmarks/sweep.py --recipe mnist-0.3-cpu --widths 128,256,512 --epochs 10,20,40 \\
         --data-dir ../shared/data --out DIR
 
-Each configuration is a run folder DIR/w{width}-e{epochs} trained by ``linfdist train``; the
-recipe's phases (p = 8 epochs, p = ∞ epochs, the held learning rate) are scaled with the epoch
-count. The sweep resumes: a finished configuration (its verify.json) is kept, a started one
+Each configuration is a run folder DIR/w{width}-e{epochs} trained by ``linfdist train --epochs``,
+which scales the recipe's phases (p = 8 epochs, p = ∞ epochs, the held learning rate) with the
+epoch count (``Recipe.with_epochs``). The sweep resumes: a finished configuration (its verify.json) is kept, a started one
 continues from its checkpoint (``--resume``). Results go to DIR/sweep.json and stdout as a table
 with the training time (the sum of the epochs' seconds in metrics.jsonl) and the certified points
 gained per CPU hour over the configuration one step smaller.
@@ -21,22 +21,14 @@ import sys
 from pathlib import Path
 
 
-def scaled_phases(recipe, epochs: int) -> list[str]:
-    """``--set`` fields that keep the recipe's schedule shape over ``epochs`` epochs."""
-    scale = epochs / recipe.epochs
-    warm = max(1, round(recipe.p_warm_epochs * scale)) if recipe.p_warm_epochs else 0
-    last = max(1, round(recipe.p_inf_epochs * scale)) if recipe.p_inf_epochs else 0
-    hold = warm if recipe.lr_hold_epochs == recipe.p_warm_epochs else round(recipe.lr_hold_epochs * scale, 6)
-    return [f"epochs={epochs}", f"p_warm_epochs={warm}", f"p_inf_epochs={last}", f"lr_hold_epochs={hold}"]
-
-
 def run_one(args, recipe, width: int, epochs: int) -> dict:
     folder = args.out / f"w{width}-e{epochs}"
     report = folder / "verify.json"
     if not report.is_file():
-        sets = [f"width={width}", *scaled_phases(recipe, epochs), *args.set]
-        command = [sys.executable, "-m", "linfdist", "train", "--recipe", args.recipe, "--data-dir",
-                   str(args.data_dir), "--out", str(folder), "--quiet", *[x for s in sets for x in ("--set", s)]]
+        sets = [f"width={width}", *args.set]
+        command = [sys.executable, "-m", "linfdist", "train", "--recipe", args.recipe, "--epochs", str(epochs),
+                   "--data-dir", str(args.data_dir), "--out", str(folder), "--quiet",
+                   *[x for s in sets for x in ("--set", s)]]
         if (folder / "checkpoint.pt").is_file() and not (folder / "model" / "config.json").is_file():
             command.append("--resume")
         if not (folder / "model" / "config.json").is_file():

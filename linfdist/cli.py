@@ -62,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     t = sub.add_parser("train", help="train a model from a recipe (resumable)")
-    t.add_argument("--recipe", default="mnist-default", help="built-in recipe name (see --list-recipes)")
+    t.add_argument("run", nargs="?", help="run folder (the same as --out); with --resume its recipe.json and "
+                                          "recorded data folder are enough")
+    t.add_argument("--recipe", help="built-in recipe name, required for a new run (see --list-recipes)")
     t.add_argument("--list-recipes", action="store_true", help="print the built-in recipes and exit")
     t.add_argument("--out", help="run folder (default: runs/<recipe>)")
-    t.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    t.add_argument("--epochs", type=int, help="train for N epochs, every phase of the schedule scaled in proportion")
     t.add_argument("--width", type=int, help="override the recipe's layer width (the papers' is 5120)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any recipe field")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -215,21 +217,56 @@ def cmd_train(args) -> int:
                   f"eps {recipe.eps_test:g}, {recipe.loss} loss, {recipe.epochs} epochs. {ABOUT_RECIPES[name]}")
         return 0
     _set_threads(args.threads)
-    recipe = get_recipe(args.recipe)
-    overrides = list(args.set) + [f"{name}={getattr(args, name)}" for name in ("epochs", "width")
-                                  if getattr(args, name) is not None]
-    recipe = recipe.override(overrides)
-    out = Path(args.out or f"runs/{recipe.name}")
+    if args.run and args.out and Path(args.run) != Path(args.out):
+        raise CliError(f"two run folders given: {args.run} and --out {args.out}")
+    folder = args.run or args.out
+    if args.resume and not folder:
+        raise CliError("--resume needs the run folder: linfdist train RUN_DIR --resume")
+    if args.resume and not args.recipe and not args.set and args.epochs is None and args.width is None:
+        recipe, data_dir = _saved_run(Path(folder))
+        data_dir = args.data_dir or data_dir
+    else:
+        if not args.recipe:
+            raise CliError("--recipe NAME is required for a new run (see --list-recipes); "
+                           "linfdist train RUN_DIR --resume continues one")
+        recipe = get_recipe(args.recipe)
+        if args.epochs is not None:
+            if args.epochs < 1:
+                raise CliError(f"--epochs must be >= 1, got {args.epochs}")
+            recipe = recipe.with_epochs(args.epochs)
+        recipe = recipe.override(list(args.set) + ([f"width={args.width}"] if args.width is not None else []))
+        data_dir = args.data_dir
+    out = Path(folder or f"runs/{recipe.name}")
     try:
-        target = train_and_certify(recipe, out, data_dir=args.data_dir, resume=args.resume,
-                                   progress=not args.quiet, device=_train_device(args.device))
+        target = train_and_certify(recipe, out, data_dir=data_dir, resume=args.resume, progress=not args.quiet,
+                                   device=_train_device(args.device))
     except KeyboardInterrupt:
         print(f"linfdist train: interrupted; progress is saved in {out / 'checkpoint.pt'}, "
-              f"continue with: linfdist train --recipe {args.recipe} --out {out} --resume (and the same options)",
-              file=sys.stderr)
+              f"continue with: linfdist train {out} --resume", file=sys.stderr)
         return 130
-    print(f"model written to {target}")
+    from huggingface_hub import ModelCard
+
+    figures = {r.metric_type: r for r in ModelCard.load(target / "README.md").data.eval_results}
+    clean, certified = figures["clean_accuracy"], figures["certified_accuracy"]
+    print(f"model written to {target}: clean {clean.metric_value:.2f}%, certified {certified.metric_value:.2f}% at "
+          f"ε = {recipe.eps_test:g} (independent verifier, {clean.metric_args['test_images']} test images)")
     return 0
+
+
+def _saved_run(folder: Path):
+    """(recipe, data folder) a run folder recorded when it started."""
+    from linfdist.recipe import Recipe
+    from linfdist.train import RECIPE_FILE, RUN_FILE
+
+    try:
+        recipe = Recipe.from_dict(json.loads((folder / RECIPE_FILE).read_text()))
+    except FileNotFoundError:
+        raise CliError(f"{folder / RECIPE_FILE} not found: not a linfdist train run folder") from None
+    except json.JSONDecodeError as err:
+        raise CliError(f"{folder / RECIPE_FILE}: not JSON ({err.msg})") from None
+    run = folder / RUN_FILE
+    data_dir = json.loads(run.read_text()).get("data_dir") if run.is_file() else None
+    return recipe, data_dir
 
 
 def cmd_curves(args) -> int:

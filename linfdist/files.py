@@ -42,3 +42,11 @@ def _fsync(path: Path, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def umask_mode(path: Path) -> None:
+    """Give a file the mode a plain ``open`` would (0o666 less the umask): some writers (safetensors) create
+    theirs owner-only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

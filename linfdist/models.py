@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from linfdist.errors import LinfdistError
+from linfdist.files import umask_mode
 from linfdist.nn import LpDistLinear, MeanShift, Normalize
 from linfdist.rounding import matmul_error, rounding_error, widen
 
@@ -126,6 +127,9 @@ class _HubModel(nn.Module):
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_torch_state_dict(self.state_dict(), save_directory, max_shard_size=SHARD_BYTES)
+        for path in weight_files(save_directory) + [Path(save_directory) / INDEX_FILE]:
+            if path.is_file():
+                umask_mode(path)
         text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True, allow_nan=False)
         (Path(save_directory) / CONFIG_FILE).write_text(text + "\n")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 
 from linfdist.data import DATASETS
@@ -18,6 +19,19 @@ from linfdist.losses import LOSSES
 from linfdist.schedules import P_SCHEDULES
 
 CROP_PADDINGS = ("zeros", "edge")  # what a shifted image shows at its border: zeros, or its edge pixels
+ARCHITECTURE_NAMES = ("LinfDistNet", "LinfDistNetMLP")
+BACKENDS = ("auto", "native", "triton", "torch", "torch-compile")
+#: field → (lowest value, whether it is excluded): the ranges --set values are checked against.
+_LOWER_BOUNDS = {
+    "head_hidden": (1, False), "identity_value": (0, False), "eps_test": (0, False), "eps_train": (0, False),
+    "eps_ramp_epochs": (0, False), "p_start": (1, False), "p_end": (1, False), "p_warm_epochs": (0, False),
+    "p_inf_epochs": (0, False), "lr": (0, True), "lr_final": (0, False), "lr_hold_epochs": (0, False),
+    "adam_eps": (0, True), "weight_decay": (0, False), "hinge_clip": (0, True), "logit_scale": (0, True),
+    "logit_scale_lr": (0, False), "crop_pad": (0, False), "train_limit": (0, False), "eval_limit": (1, False),
+    "pgd_steps": (0, False), "seed": (0, False),
+}
+_KIND_TEXT = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text",
+              "list[float]": "a pair of numbers such as [0.9,0.99]"}
 ABOUT = "about"  # the key of a recipe file's one-line description (not a Recipe field)
 
 
@@ -78,7 +92,21 @@ class Recipe:
         return cls(**data).checked()
 
     def checked(self) -> "Recipe":
-        """This recipe, or a one-line ValueError naming the first impossible setting."""
+        """This recipe, or a one-line ValueError naming the first impossible setting (types first, then ranges)."""
+        self._check_types()
+        for name, (low, strict) in _LOWER_BOUNDS.items():
+            value = getattr(self, name)
+            if value < low or (strict and value == low):
+                raise LinfdistError(f"recipe field {name} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+        if not all(0 <= beta < 1 for beta in self.adam_betas):
+            raise LinfdistError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
+        for name in ("hinge_mix", "hinge_kappa"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise LinfdistError(f"recipe field {name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if self.architecture not in ARCHITECTURE_NAMES:
+            raise LinfdistError(f"unknown architecture {self.architecture!r}; known: {', '.join(ARCHITECTURE_NAMES)}")
+        if self.backend not in BACKENDS:
+            raise LinfdistError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.dataset not in DATASETS:
             raise LinfdistError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
         if self.loss not in LOSSES:
@@ -100,6 +128,36 @@ class Recipe:
         if min(self.ce_lambda_start, self.ce_lambda_end) <= 0:
             raise LinfdistError("ce_lambda_start and ce_lambda_end must be > 0 (λ decays geometrically)")
         return self
+
+    def _check_types(self) -> None:
+        """Every field of the type its annotation names (an int is taken for a float, never a bool)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+                continue
+            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, float), "bool": isinstance(value, bool), "str": isinstance(value, str),
+                  "list[float]": isinstance(value, list) and len(value) == 2
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)}[kind]
+            if not ok:
+                raise LinfdistError(f"recipe field {f.name} must be {_KIND_TEXT[kind]}, got {value!r}")
+            if kind == "float" and not math.isfinite(value):
+                raise LinfdistError(f"recipe field {f.name} must be finite, got {value!r}")
+
+    def with_epochs(self, epochs: int) -> "Recipe":
+        """The same schedule shape over ``epochs`` epochs: every phase (p = p_start, p = ∞, the held rate,
+        the ε ramp) scaled in proportion, each phase the recipe has keeping at least one epoch."""
+        scale = epochs / self.epochs
+
+        def scaled(n):
+            return max(1, round(n * scale)) if n else 0
+
+        warm = scaled(self.p_warm_epochs)
+        hold = warm if self.lr_hold_epochs == self.p_warm_epochs else round(self.lr_hold_epochs * scale, 6)
+        return replace(self, epochs=epochs, p_warm_epochs=warm, p_inf_epochs=scaled(self.p_inf_epochs),
+                       lr_hold_epochs=float(hold), eps_ramp_epochs=round(self.eps_ramp_epochs * scale, 6)).checked()
 
     def override(self, assignments: list[str]) -> "Recipe":
         """A copy with ``field=value`` assignments applied (values parsed as JSON, else text)."""

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from linfdist.augment import augment
 from linfdist.curves import CURVES_FILE, plot_curves
-from linfdist.data import dataset_info, load_dataset
+from linfdist.data import dataset_info, load_dataset, resolve_data_dir
 from linfdist.device import device_name
 from linfdist.errors import LinfdistError
 from linfdist.evaluate import evaluate, pixels
@@ -39,6 +39,7 @@ from linfdist.schedules import eps_at, lr_at, lr_factor, p_at
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RECIPE_FILE = "recipe.json"
+RUN_FILE = "run.json"  # where the run's data came from, so --resume needs nothing but the folder
 MODEL_DIR = "model"
 CHECKPOINT_FORMAT = "linfdist.train/3"
 
@@ -239,6 +240,9 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
     elif start is not None or recipe.init_from:
         start_from(run.model, _start_folder(recipe, start))
     (out / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    if not resume or not (out / RUN_FILE).is_file():
+        resolved = resolve_data_dir(data_dir)
+        (out / RUN_FILE).write_text(json.dumps({"data_dir": str(resolved.resolve()) if resolved else None}) + "\n")
     stop = stop or StopRequest()
     x_all, y_all = pixels(train_x), torch.from_numpy(train_y).long()
     with _sigint_sets(stop):

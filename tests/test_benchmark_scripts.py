@@ -45,9 +45,9 @@ def test_parity_tasks_fill_their_commands():
     assert filled[filled.index("--seed") + 1] == "1" and get_recipe(recipe).eps_test == eps == 0.3
 
 
-def test_sweep_scales_the_schedule_shape():
-    sweep = _script("sweep")
-    fields = dict(s.split("=") for s in sweep.scaled_phases(get_recipe("fmnist-0.1-cpu"), 20))
-    assert fields == {"epochs": "20", "p_warm_epochs": "2", "p_inf_epochs": "2", "lr_hold_epochs": "2"}  # v1 holds the rate while p = 8
-    fields = dict(s.split("=") for s in sweep.scaled_phases(get_recipe("mnist-0.3-cpu"), 10))
-    assert (fields["p_warm_epochs"], fields["p_inf_epochs"], fields["lr_hold_epochs"]) == ("1", "1", "0.0")  # v2 holds nothing
+def test_epochs_scale_the_schedule_shape():
+    """`linfdist train --epochs N` (and so the sweep) keeps every phase in proportion."""
+    r = get_recipe("fmnist-0.1-cpu").with_epochs(20)
+    assert (r.epochs, r.p_warm_epochs, r.p_inf_epochs, r.lr_hold_epochs) == (20, 2, 2, 2.0)  # v1 holds the rate while p = 8
+    r = get_recipe("mnist-0.3-cpu").with_epochs(10)
+    assert (r.p_warm_epochs, r.p_inf_epochs, r.lr_hold_epochs) == (1, 1, 0.0)  # v2 holds nothing

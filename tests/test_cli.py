@@ -153,3 +153,47 @@ def test_the_cli_lets_openmp_workers_sleep_where_the_native_kernels_are_built():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "ACTIVE ACTIVE"
+
+
+def test_a_run_resumes_from_its_folder_alone(shared_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(out), "--recipe", "mnist-smoke", "--data-dir", str(shared_data), "--epochs", "1",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "certified" in printed and "independent verifier, 10000 test images" in printed
+    assert json.loads((out / "run.json").read_text())["data_dir"] == str(shared_data.resolve())
+    assert main(["train", str(out), "--resume", "--quiet"]) == 0  # recipe and data folder from the run folder
+    assert main(["train"]) == 2
+    assert "--recipe NAME is required" in capsys.readouterr().err
+    assert main(["train", "--resume"]) == 2
+    assert "needs the run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("lr=-1", "lr must be > 0"), ("epochs=2.5", "epochs must be an integer"), ("flip=1", "true or false"),
+    ("adam_betas=[0.9]", "a pair of numbers"), ("p_start=0.5", "p_start must be >= 1"),
+    ("eps_test=-0.1", "eps_test must be >= 0"), ("backend=cuda", "backend must be one of"),
+    ("lr_fnial=0.1", "did you mean lr_final"), ("hinge_mix=2", "hinge_mix must lie in [0, 1]"),
+])
+def test_recipe_settings_are_checked_before_any_work(setting, message, tmp_path, capsys):
+    assert main(["train", "--recipe", "mnist-smoke", "--out", str(tmp_path / "r"), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_recipes_suggest_close_ones(capsys):
+    assert main(["train", "--recipe", "mnist-0.3cpu"]) == 2
+    assert "did you mean mnist-0.3-cpu" in capsys.readouterr().err
+
+
+def test_written_files_get_the_umask_mode(shared_data, tmp_path):
+    old = os.umask(0o027)
+    try:
+        assert main(["train", str(tmp_path / "run"), "--recipe", "mnist-smoke", "--data-dir", str(shared_data),
+                     "--epochs", "1", "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert path.stat().st_mode & 0o777 == 0o640, path
