@@ -40,3 +40,23 @@ def test_a_fine_tuned_run_names_its_starting_checkpoint(tmp_path):
     assert "| started from | the weights of `base-model`" in text
     write_model_card(tmp_path, CONFIG, RESULTS, run=_run(10, 360, "some CPU"))
     assert "started from" not in (tmp_path / "README.md").read_text()
+
+
+def test_zoo_cards_follow_the_hubs_conventions():
+    """pipeline_tag, a model-index name unique per model (with its ε), base_model on fine-tuned models, and a
+    usage section that loads the model by its zoo name."""
+    from huggingface_hub import ModelCard
+
+    from linfdist.zoo import bundled_model_dir
+    from linfdist.zoo.registry import load_registry
+
+    names = []
+    for entry in (e for e in load_registry() if e.bundled):
+        card = ModelCard.load(bundled_model_dir(entry.name) / "README.md")
+        assert card.data.pipeline_tag == "image-classification" and card.data.library_name == "linfdist"
+        assert card.data.base_model == entry.base_model
+        names.append(card.data.model_name)
+        assert f'linfdist.load_model("{entry.name}")' in card.text and "@inproceedings{zhang2021towards" in card.text
+        assert "## Limitations" in card.text
+    assert len(set(names)) == len(names), names
+    assert any(e.base_model for e in load_registry())  # the fine-tuned 2/255 model names its start

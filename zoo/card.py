@@ -20,8 +20,24 @@ TRAINING_SECTIONS = ("Training run", "Training notes", "Reproduce", "Training re
 METRICS = ("clean_accuracy", "certified_accuracy", "certified_accuracy_margin", "certified_accuracy_ibp")
 
 
-def card_data(config, results: dict) -> ModelCardData:
-    """The YAML header: library, license, dataset, tags and a model-index with the accuracies."""
+CITATION = """@inproceedings{zhang2021towards,
+  title = {Towards Certifying {$\\ell_\\infty$} Robustness using Neural Networks with {$\\ell_\\infty$}-dist Neurons},
+  author = {Zhang, Bohang and Cai, Tianle and Lu, Zhou and He, Di and Wang, Liwei},
+  booktitle = {International Conference on Machine Learning (ICML)},
+  year = {2021}
+}
+
+@inproceedings{zhang2022boosting,
+  title = {Boosting the Certified Robustness of L-infinity Distance Nets},
+  author = {Zhang, Bohang and Jiang, Du and He, Di and Wang, Liwei},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year = {2022}
+}"""
+
+
+def card_data(config, results: dict, base_model: str | None = None) -> ModelCardData:
+    """The YAML header: library, license, pipeline, dataset, tags, the model it was fine-tuned from and a
+    model-index (named per model and ε) with the accuracies."""
     eps = results["eps"]
     args = {"eps": eps, "certifier": results["certifier"], "test_images": results["n"]}
     data = dataset_info(config.dataset)
@@ -32,9 +48,10 @@ def card_data(config, results: dict) -> ModelCardData:
         for metric in METRICS if results.get(metric) is not None
     ]
     return ModelCardData(
-        library_name="linfdist", license="mit", datasets=[data.hub_id],
-        tags=["certified-robustness", "linf-dist-net", "adversarial-robustness"],
-        model_name=f"{config.architecture}-{config.dataset}-{config.depth}x{config.width}", eval_results=evals,
+        library_name="linfdist", license="mit", pipeline_tag="image-classification", datasets=[data.hub_id],
+        tags=["certified-robustness", "linf-dist-net", "adversarial-robustness"], base_model=base_model,
+        model_name=f"{config.architecture}-{config.dataset}-{config.depth}x{config.width}-eps{eps_text(eps)}",
+        eval_results=evals,
     )
 
 
@@ -65,9 +82,46 @@ beside ours against the fraction of training done: the v2 authors' `logs/<task>/
 """
 
 
+def usage_section(name: str, config, eps: str) -> str:
+    """How to load, certify, export and deploy the model."""
+    shape = ", ".join(map(str, config.input_shape))
+    return f"""
+## How to use
+
+```bash
+pip install -e .                 # in a clone of linfdist
+linfdist verify {name} --data-dir DATA          # re-derive the figures above
+linfdist certify my_image.png --model {name}    # certify your own input at ε = {eps}
+linfdist export {name} -o model.onnx            # stock ONNX Runtime runs it
+```
+
+```python
+import linfdist, torch
+model = linfdist.load_model("{name}")          # files checked against the registry's sha256
+x = torch.rand(1, {shape})                      # pixels in [0, 1], NCHW
+logits = model(x)
+```
+
+With ONNX Runtime: `onnxruntime.InferenceSession("model.onnx").run(None, {{"pixels": x.numpy()}})`; the
+file's metadata carries ε, the preprocessing (inside the graph) and the claimed figures.
+"""
+
+
+LIMITATIONS = """
+## Limitations
+
+The certificates hold for ℓ∞ perturbations of at most ε around inputs from this data set's pixel domain
+[0, 1], for exact arithmetic and for float32 runtimes that follow the verifier's rounding model (IEEE
+round-to-nearest, no fast-math or TF32); they say nothing about other threat models (ℓ2, rotations,
+distribution shift) or about inputs unlike the training data. Clean accuracy is below that of
+unconstrained networks of the same size.
+"""
+
+
 def card_text(config, results: dict, recipe: dict | None = None, command: str | None = None,
-              run: dict | None = None) -> str:
-    """The model card for a model with ``config`` and the verifier's ``results`` (``linfdist.workflows.certify_folder``)."""
+              run: dict | None = None, name: str | None = None, base_model: str | None = None) -> str:
+    """The model card for a model with ``config`` and the verifier's ``results`` (``linfdist.workflows.certify_folder``);
+    ``name`` is what to load it by in the usage section (its zoo name; else a folder)."""
     eps = eps_text(results["eps"])
     dataset = dataset_info(config.dataset).title
     rows = [
@@ -97,28 +151,30 @@ the whole test split: margin certificate (each logit difference against its ℓ�
 per logit) and interval bounds over the input box clipped to [0, 1]; both subtract explicit bounds on a float32
 runtime's rounding error, and a sample counts when either proves it. Re-check with `linfdist verify <this folder>`.
 """
+    body += usage_section(name or "path/to/this/folder", config, eps) + LIMITATIONS
+    body += f"\n## Citation\n\n```bibtex\n{CITATION}\n```\n"
     if run:
         body += run_section(run)
     if command:
         body += f"\n## Reproduce\n\n```\n{command}\n```\n"
     if recipe:
         body += f"\n## Training recipe\n\n```json\n{json.dumps(recipe, indent=2)}\n```\n"
-    return f"---\n{card_data(config, results).to_yaml()}\n---\n{body}"
+    return f"---\n{card_data(config, results, base_model).to_yaml()}\n---\n{body}"
 
 
 def write_model_card(folder: Path, config, results: dict, recipe: dict | None = None, command: str | None = None,
-                     run: dict | None = None):
+                     run: dict | None = None, name: str | None = None, base_model: str | None = None):
     """Write README.md into a Hub-layout folder."""
-    (Path(folder) / "README.md").write_text(card_text(config, results, recipe, command, run))
+    (Path(folder) / "README.md").write_text(card_text(config, results, recipe, command, run, name, base_model))
 
 
-def rewrite_results(folder: Path, config, results: dict) -> None:
-    """Regenerate a card's figures, keeping its Training run, Reproduce and Training recipe sections."""
+def rewrite_results(folder: Path, config, results: dict, name: str | None = None, base_model: str | None = None) -> None:
+    """Regenerate a card's head (header, figures, usage, citation), keeping its training sections."""
     path = Path(folder) / "README.md"
     old = path.read_text() if path.is_file() else ""
     starts = [i for i in (old.find(f"\n## {title}") for title in TRAINING_SECTIONS) if i >= 0]
     tail = old[min(starts):] if starts else ""
-    path.write_text(card_text(config, results) + tail)
+    path.write_text(card_text(config, results, name=name, base_model=base_model) + tail)
 
 
 def refresh_run_section(folder: Path, run: dict) -> None:

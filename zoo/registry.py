@@ -38,6 +38,7 @@ class ZooEntry:
     certified_accuracy_margin: float | None = None  # the margin certificate alone (None: not recorded)
     certified_accuracy_ibp: float | None = None  # interval bounds alone
     test_images: int | None = None  # how many test images the figures are over
+    base_model: str | None = None  # the Hub repository of the model it was fine-tuned from
 
     def results(self) -> dict:
         """The figures in the form the verifier's workflow produces them (``workflows.certify_folder``)."""

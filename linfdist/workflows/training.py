@@ -6,8 +6,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from linfdist.errors import LinfdistError
 from linfdist.workflows.certification import certify_folder
-from linfdist.workflows.resolve import resolve_folder
+from linfdist.workflows.resolve import resolve_model
+from linfdist.zoo.registry import get_entry
 
 
 def train_and_certify(recipe, out, data_dir=None, resume: bool = False, progress: bool = True, stop=None,
@@ -21,14 +23,17 @@ def train_and_certify(recipe, out, data_dir=None, resume: bool = False, progress
     from linfdist.train import METRICS, train
     from linfdist.zoo.card import write_model_card
 
-    start = resolve_folder(recipe.init_from) if recipe.init_from and not resume else None
+    start = resolve_model(recipe.init_from) if recipe.init_from else None
+    if start is not None and start.is_onnx:
+        raise LinfdistError(f"init_from {recipe.init_from}: an ONNX file has no weights to start from")
     target = train(recipe, out, data_dir=data_dir, resume=resume, progress=progress, stop=stop, device=device,
-                   start=start)
+                   start=start.path if start is not None and not resume else None)
     images, labels = load_dataset(recipe.dataset, "test", data_dir)
     results = certify_folder(target, images, labels, recipe.eps_test, progress=progress)
+    base = get_entry(start.zoo_name).repo_id if start is not None and start.zoo_name else None
     write_model_card(target, load_pretrained(target).config, results, recipe=asdict(recipe),
                      command=reproduce_command(recipe), run=run_summary(read_metrics(Path(out) / METRICS),
-                                                                        asdict(recipe)))
+                                                                        asdict(recipe)), base_model=base)
     return target
 
 

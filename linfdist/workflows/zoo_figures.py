@@ -59,7 +59,7 @@ def recertify(name: str, data_dir=None, progress: bool = True, registry: Path | 
 def _write_card(entry: ZooEntry, folder: Path) -> ZooEntry:
     """Regenerate ``folder``'s card figures from ``entry`` (its training sections kept); the entry with
     the card's new sha256."""
-    rewrite_results(folder, load_pretrained(folder).config, entry.results())
+    rewrite_results(folder, load_pretrained(folder).config, entry.results(), entry.name, entry.base_model)
     return replace(entry, files={**entry.files, "README.md": sha256_file(folder / "README.md")})
 
 
