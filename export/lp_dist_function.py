@@ -24,9 +24,13 @@ def _const(name: str, values, dtype=np.int64) -> NodeProto:
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
 
 
+#: The opset from which each reduction takes its axes as an input instead of an attribute.
+AXES_INPUT_SINCE = {"ReduceMax": 18, "ReduceSum": 13}
+
+
 def _reduce(op: str, data: str, out: str, opset: int, keepdims: int) -> list[NodeProto]:
-    """A reduction over the last axis (axes is an input from opset 18, an attribute before)."""
-    if opset >= 18:
+    """A reduction over the last axis (axes an input from AXES_INPUT_SINCE[op], an attribute before)."""
+    if opset >= AXES_INPUT_SINCE[op]:
         return [helper.make_node(op, [data, "axis_k"], [out], keepdims=keepdims)]
     return [helper.make_node(op, [data], [out], axes=[2], keepdims=keepdims)]
 
@@ -40,7 +44,7 @@ def lp_dist_function(p: float, opset: int) -> FunctionProto:
         helper.make_node("Sub", ["X3", "W3"], ["D"]),
         helper.make_node("Abs", ["D"], ["A"]),
     ]
-    if opset >= 18:
+    if opset >= min(AXES_INPUT_SINCE.values()):
         nodes.append(_const("axis_k", [2]))
     if math.isinf(p):
         nodes += _reduce("ReduceMax", "A", "Y", opset, keepdims=0)

@@ -24,6 +24,8 @@ from linfdist.models import ARCHITECTURES
 from linfdist.nn import LpDistLinear
 
 DEFAULT_OPSET = 18
+#: The default opset of an inlined export: the newest whose ReduceMax onnx2torch (and so α,β-CROWN's loader) reads.
+INLINE_OPSET = 17
 OPSETS = range(13, 22)
 INPUT, OUTPUT = "pixels", "logits"
 #: Initializers above this many bytes go to an external data file (protobuf caps a file at 2 GiB).
@@ -120,13 +122,31 @@ def _config_json(config) -> str:
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
-def to_onnx(model, path, opset: int = DEFAULT_OPSET, batch: int | None = None, metadata: dict | None = None) -> Path:
+def inline_functions(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with every LpDist node replaced by its function body (onnx's inliner): standard ops
+    only, for tools that read no FunctionProto (α,β-CROWN's and onnx2torch's importers)."""
+    from onnx import inliner
+
+    inlined = inliner.inline_local_functions(proto)
+    keep = [o for o in inlined.opset_import if o.domain != DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(keep)
+    helper.set_model_props(inlined, {**{p.key: p.value for p in proto.metadata_props}, "linfdist.inlined": "true"})
+    return inlined
+
+
+def to_onnx(model, path, opset: int | None = None, batch: int | None = None, metadata: dict | None = None,
+            inline: bool = False) -> Path:
     """Export ``model`` to ``path`` (checked with onnx.checker, full check); written atomically.
 
-    Initializers go to ``<name>.data`` beside it when they exceed 1 GiB.
+    ``inline`` replaces the LpDist nodes by their function bodies (standard ops only; opset INLINE_OPSET
+    unless ``opset`` says otherwise). Initializers go to ``<name>.data`` beside it when they exceed 1 GiB.
     """
     path = Path(path)
+    opset = opset or (INLINE_OPSET if inline else DEFAULT_OPSET)
     proto = build_onnx(model.eval(), opset, batch, metadata)
+    if inline:
+        proto = inline_functions(proto)
     external = sum(t.ByteSize() for t in proto.graph.initializer) > EXTERNAL_DATA_BYTES
     data = path.with_name(path.name + ".data")
     try:
@@ -144,7 +164,8 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, batch: int | None = None, m
     return path
 
 
-def export_checkpoint(folder, path, opset: int = DEFAULT_OPSET, batch: int | None = None) -> Path:
+def export_checkpoint(folder, path, opset: int | None = None, batch: int | None = None,
+                      inline: bool = False) -> Path:
     """Export a Hub-layout checkpoint folder, recording each weight file's sha256 and the card's claims."""
     from linfdist.models import load_pretrained, weight_files
 
@@ -152,7 +173,7 @@ def export_checkpoint(folder, path, opset: int = DEFAULT_OPSET, batch: int | Non
     model = load_pretrained(folder)
     metadata = {"linfdist.source_sha256": json.dumps({f.name: sha256_file(f) for f in weight_files(folder)})}
     metadata.update(_card_claims(folder))
-    return to_onnx(model, path, opset, batch, metadata)
+    return to_onnx(model, path, opset, batch, metadata, inline)
 
 
 def _card_claims(folder: Path) -> dict:
@@ -170,4 +191,4 @@ def _card_claims(folder: Path) -> dict:
     return claims
 
 
-__all__ = ["ExportError", "build_onnx", "export_checkpoint", "to_onnx"]
+__all__ = ["ExportError", "build_onnx", "export_checkpoint", "inline_functions", "to_onnx"]

@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", nargs="?", default=None, help=f"{MODEL_HELP.split(' or an .onnx')[0]} (default: the zoo's "
                                                          "default model)")
     e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    e.add_argument("--opset", type=int, default=18, help="ONNX opset, 13..21 (default 18)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset, 13..21 (default 18; 17 with --inline)")
     e.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    e.add_argument("--inline", action="store_true", help="replace the LpDist nodes by their function bodies "
+                                                         "(standard ONNX ops only, for other verifiers and converters)")
 
     z = sub.add_parser("zoo", help="the registered certified models: list, info, download")
     zsub = z.add_subparsers(dest="zoo_command", metavar="ACTION")
@@ -332,7 +334,7 @@ def cmd_export(args) -> int:
             raise CliError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}") from None
     if not args.output.endswith(".onnx"):
         raise CliError(f"--output must end in .onnx, got {args.output!r}")
-    path = export_checkpoint(resolve_folder(args.model), args.output, opset=args.opset, batch=batch)
+    path = export_checkpoint(resolve_folder(args.model), args.output, opset=args.opset, batch=batch, inline=args.inline)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

@@ -180,3 +180,43 @@ def test_large_models_keep_weights_in_external_data(tmp_path, monkeypatch):
     with torch.no_grad():
         want = model(x).numpy()
     assert np.array_equal(session(path).run(None, {"pixels": x.numpy()})[0], want)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: load_pretrained(bundled_model_dir()),
+    lambda: LinfDistNetMLP(LinfDistNetMLPConfig(input_shape=[3, 4, 4], depth=3, width=16, head_hidden=8)),
+    lambda: LinfDistNet(LinfDistNetConfig(input_shape=[1, 4, 4], depth=3, width=16, p=8.0)),
+])
+def test_the_inlined_export_computes_the_same_logits_with_standard_ops(make, tmp_path):
+    """--inline: the LpDist functions replaced by their bodies; ORT, onnx's reference evaluator and onnx2torch
+    (where installed) give the original's logits."""
+    from onnx.reference import ReferenceEvaluator
+
+    torch.manual_seed(0)
+    model = make().eval()
+    original, inlined = to_onnx(model, tmp_path / "a.onnx"), to_onnx(model, tmp_path / "b.onnx", inline=True)
+    proto = onnx.load(str(inlined))
+    assert not proto.functions and {o.domain for o in proto.opset_import} <= {""}
+    assert {n.op_type for n in proto.graph.node}.isdisjoint({"LpDist"}) and proto.opset_import[0].version == 17
+    x = np.random.default_rng(1).random((6, *model.config.input_shape)).astype(np.float32)
+    want = session(original).run(None, {"pixels": x})[0]
+    np.testing.assert_array_equal(session(inlined).run(None, {"pixels": x})[0], want)
+    np.testing.assert_allclose(ReferenceEvaluator(proto).run(None, {"pixels": x})[0], want, rtol=1e-5, atol=1e-5)
+    onnx2torch = pytest.importorskip("onnx2torch")
+    with torch.no_grad():
+        converted = onnx2torch.convert(proto)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(converted, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_vnnlib_bundle_lists_the_inlined_model(tmp_path):
+    from linfdist.verify.vnnlib import write_properties
+
+    path = export_checkpoint(bundled_model_dir(), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+    folder = write_properties(tmp_path / "props", path, x, np.array([1, 2]), 0.1, 10)
+    rows = (folder / "instances.csv").read_text().splitlines()
+    assert rows[0].startswith("m.inlined.onnx,prop_00000.vnnlib")
+    flat = onnx.load(str(folder / "m.inlined.onnx"))
+    assert not flat.functions and flat.opset_import[0].version == 17
+    np.testing.assert_array_equal(session(folder / "m.inlined.onnx").run(None, {"pixels": x})[0],
+                                  session(path).run(None, {"pixels": x})[0])

@@ -28,8 +28,8 @@ def small_net(cls=LinfDistNet, p=math.inf, seed=0, **overrides):
     return net.eval()
 
 
-def export(net, tmp_path, name="net.onnx"):
-    return to_onnx(net, tmp_path / name)
+def export(net, tmp_path, name="net.onnx", opset=None):
+    return to_onnx(net, tmp_path / name, opset=opset)
 
 
 def edited(tmp_path, source, edit, name="edited.onnx"):
@@ -98,6 +98,57 @@ def test_tampered_body_reduce_min_is_refused(tmp_path):
 
     with pytest.raises(Refused, match="LpDist body"):
         load_graph(edited(tmp_path, source, to_min))
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 21])
+def test_reduction_axes_must_take_the_form_their_opset_defines(tmp_path, opset):
+    """ReduceSum reads its axes from an input from opset 13, ReduceMax from 18: a body giving an attribute where
+    the opset wants an input (or the reverse) is not what the opset defines, so it is refused."""
+    from onnx import helper
+
+    from linfdist.export.lp_dist_function import AXES_INPUT_SINCE, lp_dist_function
+
+    body = lp_dist_function(8.0, opset)
+    assert load_graph(edited(tmp_path, export(small_net(p=8.0), tmp_path, opset=opset), lambda m: None))
+    for op, since in AXES_INPUT_SINCE.items():
+        (node,) = [n for n in body.node if n.op_type == op]
+        assert (len(node.input) == 2) == (opset >= since)
+
+    def flip(proto, op):
+        (node,) = [n for n in proto.functions[0].node if n.op_type == op]
+        if len(node.input) == 2:
+            del node.input[1]
+            node.attribute.append(helper.make_attribute("axes", [2]))
+        else:
+            del node.attribute[[a.name for a in node.attribute].index("axes")]
+            node.input.append("axis_k")
+
+    source = export(small_net(p=8.0), tmp_path, opset=opset)
+    for op in AXES_INPUT_SINCE:  # ONNX's checker catches some of these; the body check refuses every one
+        with pytest.raises(Refused, match=f"{op} takes its axes as|checker rejects"):
+            load_graph(edited(tmp_path, source, lambda proto, op=op: flip(proto, op)))
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 21])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax"])
+def test_the_body_check_itself_refuses_axes_in_the_wrong_form(opset, op):
+    """Without ONNX's checker in the way (it misses some cases): the body check refuses either flip."""
+    from onnx import helper
+
+    from linfdist.export.lp_dist_function import lp_dist_function
+    from linfdist.verify.function_body import check_body
+
+    body = lp_dist_function(8.0, opset)
+    check_body(body)
+    (node,) = [n for n in body.node if n.op_type == op]
+    if len(node.input) == 2:
+        del node.input[1]
+        node.attribute.append(helper.make_attribute("axes", [2]))
+    else:
+        del node.attribute[[a.name for a in node.attribute].index("axes")]
+        node.input.append("axis_k")
+    with pytest.raises(Refused, match=f"{op} takes its axes as"):
+        check_body(body)
 
 
 def test_tampered_finite_p_exponent_is_refused(tmp_path):

@@ -113,7 +113,7 @@ def test_vnnlib_properties_describe_the_certified_box(default_onnx, tmp_path):
                           "--runtimes", "reference")
     assert result.returncode == 0, result.stderr
     rows = (folder / "instances.csv").read_text().split()
-    assert rows == [f"default.onnx,prop_0000{i}.vnnlib,60" for i in range(3)]
+    assert rows == [f"default.inlined.onnx,prop_0000{i}.vnnlib,60" for i in range(3)]
     assert (folder / "default.onnx").read_bytes() == default_onnx.read_bytes()
     for i in range(3):
         text = (folder / f"prop_0000{i}.vnnlib").read_text()

@@ -51,8 +51,18 @@ def _attributes(node) -> dict:
     return out
 
 
-def _axes_of(node, attrs: dict, args: list) -> tuple:
-    """Reduction / (un)squeeze axes, from the attribute (older opsets) or a constant input."""
+#: The opset from which each op takes its axes as an input; before it, as an attribute (ONNX's operator
+#: changelog). A body giving them the other way is not what its opset defines: runtimes may read it differently.
+AXES_INPUT_SINCE = {"Unsqueeze": 13, "Squeeze": 13, "ReduceSum": 13, "ReduceMax": 18}
+
+
+def _axes_of(node, attrs: dict, args: list, opset: int) -> tuple:
+    """Reduction / (un)squeeze axes, from the attribute or a constant input, as the body's opset defines them."""
+    as_input = opset >= AXES_INPUT_SINCE[node.op_type]
+    if as_input and "axes" in attrs or not as_input and len(args) > 1:
+        form = "an input" if as_input else "an attribute"
+        raise Refused(f"LpDist body: {node.op_type} takes its axes as {form} at opset {opset}; this body gives "
+                      "them the other way")
     if len(args) > 1:
         axes = args[1]
         if axes[0] != "const":
@@ -63,11 +73,19 @@ def _axes_of(node, attrs: dict, args: list) -> tuple:
     return _axes(attrs["axes"])
 
 
+def _default_opset(function: FunctionProto) -> int:
+    versions = [o.version for o in function.opset_import if o.domain in ("", "ai.onnx")]
+    if len(versions) != 1:
+        raise Refused(f"LpDist body imports the default ONNX domain {len(versions)} times; needs exactly once")
+    return versions[0]
+
+
 def symbolic_output(function: FunctionProto) -> tuple:
     """The expression tree of the body's output Y."""
     if list(function.input) != ["X", "W"] or list(function.output) != ["Y"]:
         raise Refused(f"LpDist body must map (X, W) to Y, got {list(function.input)} -> {list(function.output)}")
     env = {"X": ("X",), "W": ("W",)}
+    opset = _default_opset(function)
     for node in function.node:
         if node.domain not in ("", "ai.onnx"):
             raise Refused(f"LpDist body uses op {node.domain}::{node.op_type}")
@@ -83,10 +101,10 @@ def symbolic_output(function: FunctionProto) -> tuple:
             expr = _const(attrs["value"])
         elif op in ("Unsqueeze", "Squeeze"):
             _only(node, attrs, {"axes"})
-            expr = (op, _axes_of(node, attrs, args), args[0])
+            expr = (op, _axes_of(node, attrs, args, opset), args[0])
         elif op in ("ReduceMax", "ReduceSum"):
             _only(node, attrs, {"axes", "keepdims"})
-            expr = (op, _axes_of(node, attrs, args), attrs.get("keepdims", 1), args[0])
+            expr = (op, _axes_of(node, attrs, args, opset), attrs.get("keepdims", 1), args[0])
         elif op in _UNARY and len(args) == 1:
             _only(node, attrs, set())
             expr = (op, args[0])

@@ -3,8 +3,9 @@
 One file per sample: the input box [x − ε, x + ε] ∩ [0, 1] over the flattened input
 X_0 … X_{K−1} (the ONNX input in row-major order) and, as VNN-LIB states the unsafe
 region, the disjunction "some other logit Y_j ≥ Y_label". A verifier that proves the
-property unsatisfiable certifies the sample. ``instances.csv`` lists (onnx, vnnlib,
-timeout) rows as VNN-COMP benchmarks do.
+property unsatisfiable certifies the sample. Beside a copy of the model goes its inlined form
+(``*.inlined.onnx``: the LpDist functions replaced by their bodies, standard ops only), which
+``instances.csv`` lists in (onnx, vnnlib, timeout) rows as VNN-COMP benchmarks do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import inliner, version_converter
 
 from linfdist.verify.certificates import DOMAIN
 
@@ -34,20 +37,37 @@ def property_text(x: np.ndarray, label: int, eps: float, classes: int, comment: 
     return "\n".join(lines)
 
 
+#: The newest opset whose ReduceMax onnx2torch (α,β-CROWN's loader) reads.
+STANDARD_OPSET = 17
+
+
+def standard_ops(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its local functions inlined and no custom domain left, at opset STANDARD_OPSET or lower."""
+    flat = inliner.inline_local_functions(model)
+    version = next(o.version for o in flat.opset_import if o.domain in ("", "ai.onnx"))
+    keep = [o for o in flat.opset_import if o.domain in ("", "ai.onnx")]
+    del flat.opset_import[:]
+    flat.opset_import.extend(keep)
+    return version_converter.convert_version(flat, STANDARD_OPSET) if version > STANDARD_OPSET else flat
+
+
 def write_properties(folder, onnx_path, pixels: np.ndarray, labels: np.ndarray, eps: float, classes: int,
                      first_index: int = 0, dataset: str = "") -> Path:
-    """Write prop_<index>.vnnlib per sample, a copy of the model, and instances.csv into ``folder``."""
+    """Write prop_<index>.vnnlib per sample, a copy of the model and its inlined form, and instances.csv into
+    ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / Path(onnx_path).name
     if not model.exists() or not model.samefile(onnx_path):
         shutil.copyfile(onnx_path, model)
+    inlined = model.with_name(model.stem + ".inlined.onnx")
+    onnx.save_model(standard_ops(onnx.load(str(model))), str(inlined))
     rows = []
     for i, (x, y) in enumerate(zip(pixels, labels)):
         index = first_index + i
         name = f"prop_{index:05d}.vnnlib"
         text = property_text(x, int(y), eps, classes, f"{dataset} test sample {index}")
         (folder / name).write_text(text)
-        rows.append(f"{model.name},{name},{TIMEOUT_SECONDS}")
+        rows.append(f"{inlined.name},{name},{TIMEOUT_SECONDS}")
     (folder / "instances.csv").write_text("\n".join(rows) + "\n")
     return folder
