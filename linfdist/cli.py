@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from linfdist.verify.cli import add_arguments, eps_value
+from linfdist.verify.cli import OneLineParser, add_arguments, eps_value
 from linfdist.verify.datasets import DATASETS
 from linfdist.verify.errors import first_line
 
@@ -43,7 +43,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="linfdist", description="Certified-robust ℓ∞-distance nets.")
+    parser = OneLineParser(prog="linfdist", description="Certified-robust ℓ∞-distance nets.")
     parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and CPU kernel path")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -145,6 +145,19 @@ def _version() -> str:
     return __version__
 
 
+def _check_writable(folder: Path, what: str) -> None:
+    """Before any work: ``folder`` exists (or can be made) and takes a file (a probe: permission bits alone do
+    not tell)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".linfdist-probe-"):
+            pass
+    except OSError as err:
+        raise CliError(f"{what} {folder}: cannot write there ({err.strerror or type(err).__name__})") from None
+
+
 def _set_threads(n: int | None) -> None:
     if n is not None:
         if n < 1:
@@ -239,6 +252,7 @@ def cmd_train(args) -> int:
         recipe = recipe.override(list(args.set) + ([f"width={args.width}"] if args.width is not None else []))
         data_dir = args.data_dir
     out = Path(folder or f"runs/{recipe.name}")
+    _check_writable(out, "run folder")
     try:
         target = train_and_certify(recipe, out, data_dir=data_dir, resume=args.resume, progress=not args.quiet,
                                    device=_train_device(args.device))
@@ -334,6 +348,9 @@ def cmd_export(args) -> int:
             raise CliError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}") from None
     if not args.output.endswith(".onnx"):
         raise CliError(f"--output must end in .onnx, got {args.output!r}")
+    if not Path(args.output).parent.is_dir():
+        raise CliError(f"--output {args.output}: folder {Path(args.output).parent} does not exist")
+    _check_writable(Path(args.output).parent, "--output")
     path = export_checkpoint(resolve_folder(args.model), args.output, opset=args.opset, batch=batch, inline=args.inline)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -31,7 +31,10 @@ def read_v2_test_log(path: Path, label: str, epochs: int | None = None) -> Refer
     """The v2 authors' ``logs/<task>/test_inf.log`` (tab-separated epoch, acc, certified as
     fractions, evaluated at p = ∞): one ReferenceRun, or a ValueError naming the bad line.
     ``epochs`` (the run's length) defaults to the last logged epoch: their logs run to the end."""
-    lines = Path(path).read_text().splitlines()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except UnicodeDecodeError:
+        raise LinfdistError(f"{path}: not a text file (expected the v2 code's test_inf.log)") from None
     if not lines or lines[0].split() != ["epoch", "acc", "certified"]:
         raise LinfdistError(f"{path}: expected a header 'epoch acc certified' (the v2 code's test_inf.log)")
     points = []

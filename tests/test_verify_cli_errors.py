@@ -58,7 +58,7 @@ CASES = [  # (argv after the model, model, message)
     (["--json", "/proc/r.json"], "good.onnx", "is not writable"),
     (["--vnnlib", "good.onnx"], "good.onnx", "exists and is not a folder"),
     (["--limit", "0"], "good.onnx", "--limit must be >= 1"),
-    (["--eps", "-1"], "good.onnx", "--eps must be >= 0"),
+    (["--eps", "-1"], "good.onnx", "--eps must lie in [0, 1]"),
     (["--runtimes", "ort-gpu"], "good.onnx", "unknown runtime"),
 ]
 

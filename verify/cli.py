@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from linfdist.verify.certificates import DOMAIN
 from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
 from linfdist.verify.errors import Refused, first_line
@@ -22,6 +23,13 @@ from linfdist.verify.vnnlib import write_properties
 
 class UsageError(ValueError):
     """Bad arguments: printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (exit status 2), the usage left to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 #: Exit status when the model's claimed figures (its card's, carried in the ONNX metadata) disagree with
@@ -59,6 +67,8 @@ def eps_values(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("model", nargs="?", help=model_help)
     parser.add_argument("--dataset", choices=DATASETS, help="default: the dataset in the model's metadata")
+    parser.add_argument("--force-dataset", action="store_true",
+                        help="verify on --dataset even where the model's metadata names another")
     parser.add_argument("--data-dir", help="folder with the datasets (default: $LINFDIST_DATA, else bundled MNIST test)")
     parser.add_argument("--eps", type=eps_values,
                         help="ℓ∞ radius in pixel units, e.g. 0.3 or 8/255 (default: the model's trained ε); several, "
@@ -117,9 +127,13 @@ def requested_runtimes(value: str) -> list[str]:
 
 
 def _defaults(graph: Graph, args) -> tuple[str, float]:
-    dataset = args.dataset or graph.metadata.get("linfdist.dataset")
+    trained_on = graph.metadata.get("linfdist.dataset")
+    dataset = args.dataset or trained_on
     if dataset not in DATASETS:
         raise UsageError(f"the model names no known dataset ({dataset!r}); pass --dataset")
+    if trained_on in DATASETS and dataset != trained_on and not args.force_dataset:
+        raise UsageError(f"the model was trained on {trained_on}, not {dataset}; pass --force-dataset to verify it "
+                         "there anyway")
     radii = args.eps
     if radii is None:
         try:
@@ -127,8 +141,9 @@ def _defaults(graph: Graph, args) -> tuple[str, float]:
         except (KeyError, ValueError):
             raise UsageError("the model's metadata carries no ε; pass --eps") from None
     for eps in radii:
-        if not 0 <= eps < float("inf"):
-            raise UsageError(f"--eps must be >= 0 and finite, got {eps:g}")
+        if not 0 <= eps <= DOMAIN[1] - DOMAIN[0]:
+            raise UsageError(f"--eps must lie in [0, 1] (the pixel range; at 1 every box is the whole domain), "
+                             f"got {eps:g}")
     return dataset, radii
 
 
@@ -150,6 +165,10 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
     if getattr(args, "plot", None) and plot is None:
         raise UsageError("--plot needs `linfdist verify` (it draws with matplotlib)")
     images, labels = load_dataset(dataset, "test", args.data_dir)
+    if tuple(images.shape[1:]) != graph.sample_shape:
+        raise UsageError(f"{dataset} images are {tuple(images.shape[1:])}, the model takes {graph.sample_shape}")
+    if args.limit is not None and args.limit > len(images):
+        raise UsageError(f"--limit {args.limit} exceeds the {len(images)} images of the {dataset} test split")
     full = args.limit is None or args.limit >= len(images)
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
@@ -158,6 +177,10 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
     available |= more_runtimes(graph) if more_runtimes else {}
     available[REFERENCE] = Runtime(REFERENCE, f"verifier float64, {maxplus.backend()} max-plus", logits=None)
     runtimes = [available.get(name) or unavailable(name, "needs torch: use `linfdist verify`") for name in names]
+    if args.runtimes != "all":
+        missing = [f"{r.name} ({r.reason})" for r in runtimes if not r.available and r.name != REFERENCE]
+        if missing:
+            raise UsageError(f"runtime {'; '.join(missing)} cannot run here; --runtimes all lists what can")
     if REFERENCE not in names:
         runtimes.insert(0, available[REFERENCE])
     report = verify_dataset(graph, images, labels, eps, dataset, runtimes, args.batch_size,
@@ -203,7 +226,7 @@ def radii_of(graph: Graph, images, labels, radii, batch_size: int, progress: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linfdist.verify",
+    parser = OneLineParser(prog="python -m linfdist.verify",
                                      description="Independent verifier of exported ℓ∞-dist nets (numpy + onnx).")
     add_arguments(parser, "the exported model (.onnx)")
     args = parser.parse_args(argv)

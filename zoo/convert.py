@@ -36,9 +36,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The model tensors of a v1/v2 checkpoint file, refusing anything that needs arbitrary unpickling."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LinfdistError(f"{path}: not a tensors-only PyTorch checkpoint ({first})") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+        # torch's own message suggests weights_only=False, which would run the file's code: never say that
+        raise LinfdistError(f"{path}: not a tensors-only PyTorch checkpoint ({type(err).__name__}); linfdist reads "
+                            "tensors only and never unpickles code") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise LinfdistError(f"{path}: no state_dict of tensors inside")
