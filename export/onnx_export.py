@@ -112,7 +112,10 @@ def build_onnx(model, opset: int = DEFAULT_OPSET, batch: int | None = None, meta
         "linfdist.config": _config_json(config), "linfdist.dataset": config.dataset, "linfdist.eps": repr(config.eps),
         "linfdist.p": "inf" if math.isinf(p) else repr(p), "linfdist.input": "pixels in [0, 1], NCHW float32",
         "linfdist.preprocessing": f"(x - mean) / std per channel, mean={config.mean}, std={config.std} (inside the graph)",
-        "linfdist.max_layer_elements": str(widest), **(metadata or {}),
+        "linfdist.max_layer_elements": str(widest),
+        **({"linfdist.classes": json.dumps([config.id2label[str(i)] for i in range(config.num_classes)])}
+           if config.id2label else {}),
+        **(metadata or {}),
     }
     helper.set_model_props(proto, props)
     return proto

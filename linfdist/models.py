@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from linfdist.data import DATASET_TABLE
 from linfdist.errors import LinfdistError
 from linfdist.files import umask_mode
 from linfdist.nn import LpDistLinear, MeanShift, Normalize
@@ -35,6 +36,10 @@ SHARD_BYTES = 15 * 2**20
 HUB_METADATA = {"library_name": "linfdist", "tags": ["certified-robustness", "linf-dist-net"]}
 #: Covers the second-order terms the first-order rounding allowances leave out.
 ROUNDING_SLACK = 1.01
+
+
+#: Fields a saved config.json may lack (older files): their defaults change neither weights nor certificates.
+OPTIONAL_FIELDS = {"id2label"}
 
 
 def _decode_float(value) -> float:
@@ -57,9 +62,17 @@ class LinfDistNetConfig:
     std: list[float] = field(default_factory=lambda: [1.0])
     dataset: str = "mnist"
     eps: float = 0.1
+    id2label: dict | None = None  # class index (as text, the Hub's convention) → name; from the dataset table
 
     def __post_init__(self):
         self.input_shape = [int(v) for v in self.input_shape]
+        if self.id2label is None and self.dataset in DATASET_TABLE:
+            classes = DATASET_TABLE[self.dataset].classes
+            if len(classes) == self.num_classes:
+                self.id2label = {str(i): name for i, name in enumerate(classes)}
+        if self.id2label is not None and sorted(self.id2label, key=int) != [str(i) for i in range(self.num_classes)]:
+            raise LinfdistError(f"config.id2label must name classes 0..{self.num_classes - 1}, got keys "
+                                f"{sorted(self.id2label)}")
         self.p = _decode_float(self.p)
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
@@ -88,7 +101,7 @@ class LinfDistNetConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise LinfdistError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-        missing = sorted(known - set(data)) if complete else []
+        missing = sorted(known - set(data) - OPTIONAL_FIELDS) if complete else []
         if missing:
             raise LinfdistError(f"{cls.__name__} field(s) missing: {', '.join(missing)}")
         return cls(**data)

@@ -75,3 +75,25 @@ def test_zoo_list_filters_and_json(capsys):
     doc = json.loads(capsys.readouterr().out)
     default = next(e for e in doc if "default" in e["aliases"])
     assert default["best_published"] == {"paper": "SortNet", "certified": 98.14} and default["eps_text"] == "0.1"
+
+
+def test_class_names_travel_in_config_onnx_and_card(tmp_path, capsys, shared_data):
+    """id2label in config.json (Hub convention), the ONNX metadata and the card; certify prints them."""
+    import onnx
+    from huggingface_hub import ModelCard
+    from PIL import Image
+
+    from linfdist.data import load_dataset
+    from linfdist.export import export_checkpoint
+
+    folder = bundled_model_dir("fmnist-5x512-eps0.1")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"]["9"] == "Ankle boot" and len(config["id2label"]) == 10
+    meta = {p.key: p.value for p in onnx.load(str(export_checkpoint(folder, tmp_path / "f.onnx"))).metadata_props}
+    assert json.loads(meta["linfdist.classes"])[0] == "T-shirt/top"
+    assert "9 Ankle boot" in ModelCard.load(folder / "README.md").text
+    images, labels = load_dataset("fashion-mnist", "test", shared_data)
+    Image.fromarray(images[0, 0]).save(tmp_path / "item.png")
+    assert main(["certify", str(tmp_path / "item.png"), "--model", "fmnist-5x512-eps0.1"]) == 0
+    name = config["id2label"][str(int(labels[0]))]
+    assert f"({name})" in capsys.readouterr().out

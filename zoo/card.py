@@ -134,11 +134,13 @@ def card_text(config, results: dict, recipe: dict | None = None, command: str | 
     arch = f"{config.depth} ℓ∞-dist layers of width {config.width}"
     if config.architecture == "LinfDistNetMLP":
         arch += f" + ReLU MLP head ({config.head_hidden} hidden)"
+    classes = ("\nClasses: " + ", ".join(f"{i} {name}" for i, name in config.id2label.items()) + "."
+               if config.id2label else "")
     body = f"""
 # {config.architecture} on {dataset}, ε = {eps}
 
 An ℓ∞-distance net (Zhang et al., ICML 2021, arXiv 2102.05363): {arch}, input
-normalised with mean {config.mean} and std {config.std} (ε is in pixel units, [0, 1]).
+normalised with mean {config.mean} and std {config.std} (ε is in pixel units, [0, 1]).{classes}
 
 ## Certified robustness on the {dataset} test set ({results['n']} images, ℓ∞ radius ε = {eps})
 

@@ -8,6 +8,7 @@ largest radius each certificate proves (margin and IBP, by bisection) and the de
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,6 +141,8 @@ def certify_inputs(graph, inputs: list[Input], eps: float) -> list[InputCertific
     if not 0 <= eps < float("inf"):
         raise LinfdistError(f"--eps must be >= 0 and finite, got {eps}")
     dataset = DATASET_TABLE.get(graph.metadata.get("linfdist.dataset", ""))
+    classes = json.loads(graph.metadata["linfdist.classes"]) if "linfdist.classes" in graph.metadata else (
+        list(dataset.classes) if dataset else [])
     lips = lipschitz(graph)
     results = []
     for item in inputs:
@@ -151,7 +154,7 @@ def certify_inputs(graph, inputs: list[Input], eps: float) -> list[InputCertific
         at_eps = certify(graph, x, label, eps, lips)
         radii = [_radius(lambda e, kind=kind: bool(getattr(certify(graph, x, label, e, lips), kind)[0]))
                  for kind in ("margin", "ibp")]
-        name = dataset.classes[label[0]] if dataset and label[0] < len(dataset.classes) else str(label[0])
+        name = classes[label[0]] if label[0] < len(classes) else str(label[0])
         results.append(InputCertificate(item.source, int(label[0]), name, margin, radii[0], radii[1], float(eps),
                                         bool(at_eps.certified[0])))
     return results
