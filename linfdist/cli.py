@@ -289,7 +289,7 @@ def cmd_curves(args) -> int:
     """Redraw RUN/curves.png (and RUN/model/curves.png), with the reference log's curves if given."""
     import json
 
-    from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, read_v2_test_log, run_summary
+    from linfdist.curves import CURVES_FILE, curves_title, plot_curves, read_metrics, read_v2_test_log, run_summary
     from linfdist.train import METRICS, MODEL_DIR, RECIPE_FILE
     from linfdist.zoo.card import refresh_run_section
 
@@ -297,12 +297,14 @@ def cmd_curves(args) -> int:
     for name in (METRICS, RECIPE_FILE):
         if not (run / name).is_file():
             raise CliError(f"{run / name} not found: not a linfdist train run folder")
-    epochs = json.loads((run / RECIPE_FILE).read_text())["epochs"]
+    recipe = json.loads((run / RECIPE_FILE).read_text())
+    epochs = recipe["epochs"]
     reference = (read_v2_test_log(Path(args.reference), args.reference_label, args.reference_epochs)
                  if args.reference else None)
     targets = [run / CURVES_FILE] + ([run / MODEL_DIR / CURVES_FILE] if (run / MODEL_DIR).is_dir() else [])
     for target in targets:
-        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs)
+        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs,
+                    title=curves_title(recipe, read_metrics(run / METRICS)))
         print(f"wrote {target}")
     card = run / MODEL_DIR / "README.md"
     if card.is_file():

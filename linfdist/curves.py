@@ -61,9 +61,17 @@ def run_summary(records: list[dict], recipe: dict | None = None) -> dict:
             "init_from": (recipe or {}).get("init_from", "")}
 
 
+#: One colour per quantity, the same in every panel (and the reference run's its own).
+COLORS = {"train_loss": "C4", "train_accuracy": "C0", "test_clean_accuracy": "C1", "test_pgd_accuracy": "C2",
+          "test_certified_accuracy": "C3", "reference": "C7", "p": "gray"}
+#: Where p = ∞ is drawn on the log p axis.
+P_INF_AT = 2000
+
+
 def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | None = None,
-                total_epochs: int | None = None) -> None:
-    """Loss, clean / certified / PGD test accuracy and p per epoch, written atomically to ``png_path``.
+                total_epochs: int | None = None, title: str | None = None) -> None:
+    """Loss and p, then clean / certified / PGD accuracy per epoch, written atomically to ``png_path``
+    (``title`` above both panels).
 
     With ``reference``, a third panel draws its certified and clean test accuracy beside ours
     against the fraction of training done (runs of different lengths share one axis).
@@ -75,26 +83,34 @@ def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | No
 
     records = read_metrics(metrics_path)
     epochs = [r["epoch"] for r in records]
+    plt.rcParams["lines.marker"] = "." if len(epochs) < 20 else ""  # a short run's points stay visible
     panels = 3 if reference else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.3))
     ax_loss, ax_acc = axes[0], axes[1]
-    ax_loss.plot(epochs, [r["train_loss"] for r in records], label="train loss")
+    ax_loss.plot(epochs, [r["train_loss"] for r in records], color=COLORS["train_loss"], label="train loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     p_axis = ax_loss.twinx()
-    p_axis.plot(epochs, [2000 if r["p"] == "inf" else r["p"] for r in records], color="gray", ls=":", label="p")
+    p_axis.plot(epochs, [P_INF_AT if r["p"] == "inf" else r["p"] for r in records], color=COLORS["p"], ls=":",
+                label="p (right axis)")
     p_axis.set_yscale("log")
-    p_axis.set_ylabel("p (∞ drawn at 2000)")
+    ticks = [t for t in (1, 2, 4, 8, 16, 32, 100, 300, 1000) if t <= P_INF_AT] + [P_INF_AT]
+    p_axis.set_yticks(ticks, [str(t) for t in ticks[:-1]] + ["∞"])
+    p_axis.minorticks_off()
+    p_axis.set_ylabel("p")
+    handles = ax_loss.get_legend_handles_labels()[0] + p_axis.get_legend_handles_labels()[0]
+    ax_loss.legend(handles=handles, loc="upper right", fontsize=8)
     for key, label in (("train_accuracy", "train clean"), ("test_clean_accuracy", "test clean"),
                        ("test_pgd_accuracy", "test PGD"), ("test_certified_accuracy", "test certified")):
         if all(r.get(key) is not None for r in records):
-            ax_acc.plot(epochs, [r[key] for r in records], label=label)
+            ax_acc.plot(epochs, [r[key] for r in records], color=COLORS[key], label=label)
     ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.legend(loc="lower right")
-    ax_loss.legend(loc="upper right")
+    ax_acc.set_ylabel("accuracy (%), test at p = ∞")
+    ax_acc.legend(loc="lower right", fontsize=8)
     if reference:
         _draw_reference(axes[2], records, reference, total_epochs or max(epochs, default=1))
+    if title:
+        fig.suptitle(title, fontsize=10)
     try:
         fig.tight_layout()
         with atomic_path(png_path) as tmp:
@@ -103,13 +119,28 @@ def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | No
         plt.close(fig)
 
 
+def curves_title(recipe: dict, records: list[dict]) -> str:
+    """The figure's title: recipe, data set, ε, net and how many test images each epoch evaluates."""
+    from linfdist.data import DATASET_TABLE, eps_text
+
+    data = DATASET_TABLE.get(recipe.get("dataset"))
+    n = records[-1].get("test_n") if records else None
+    return (f"{recipe.get('name', 'run')}: {data.title if data else recipe.get('dataset')}, "
+            f"ε = {eps_text(recipe.get('eps_test', 0.0))}, {recipe.get('depth')} × {recipe.get('width')}"
+            + (f"; test figures on {n} images" if n else ""))
+
+
 def _draw_reference(ax, records: list[dict], reference: ReferenceRun, total_epochs: int) -> None:
     ours = [r["epoch"] / total_epochs for r in records]
     theirs = [e / reference.epochs for e, _, _ in reference.points]
-    ax.plot(ours, [r["test_certified_accuracy"] for r in records], color="C3", label="ours: certified")
-    ax.plot(ours, [r["test_clean_accuracy"] for r in records], color="C3", ls="--", label="ours: clean")
-    ax.plot(theirs, [c for _, _, c in reference.points], color="C0", label=f"{reference.label}: certified")
-    ax.plot(theirs, [a for _, a, _ in reference.points], color="C0", ls="--", label=f"{reference.label}: clean")
+    ax.plot(ours, [r["test_certified_accuracy"] for r in records], color=COLORS["test_certified_accuracy"],
+            label="ours: certified")
+    ax.plot(ours, [r["test_clean_accuracy"] for r in records], color=COLORS["test_clean_accuracy"],
+            label="ours: clean")
+    ax.plot(theirs, [c for _, _, c in reference.points], color=COLORS["reference"],
+            label=f"{reference.label}: certified")
+    ax.plot(theirs, [a for _, a, _ in reference.points], color=COLORS["reference"], ls="--",
+            label=f"{reference.label}: clean")
     ax.set_xlabel(f"fraction of training (ours {total_epochs} epochs, theirs {reference.epochs})")
     ax.set_ylabel("test accuracy at p = ∞ (%)")
     ax.set_ylim(bottom=max(0.0, min(c for _, _, c in reference.points[len(reference.points) // 2:]) - 20))

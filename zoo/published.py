@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from linfdist.data import eps_text  # noqa: F401 - how ε is written, with the figures it labels
+
 
 @dataclass(frozen=True)
 class Published:
@@ -34,11 +36,3 @@ def published(dataset: str, eps: float) -> tuple[Published, ...]:
         if name == dataset and math.isclose(radius, eps, rel_tol=1e-6):
             return figures
     return ()
-
-
-def eps_text(eps: float) -> str:
-    """ε as papers write it: 0.3, or 8/255 where a short decimal cannot say it."""
-    short = f"{eps:g}"
-    if len(short) <= 5 or round(eps * 255) == 0 or not math.isclose(eps * 255, round(eps * 255), rel_tol=1e-9):
-        return short
-    return f"{round(eps * 255)}/255"
