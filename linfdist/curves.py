@@ -83,7 +83,11 @@ def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | No
 
     records = read_metrics(metrics_path)
     epochs = [r["epoch"] for r in records]
-    plt.rcParams["lines.marker"] = "." if len(epochs) < 20 else ""  # a short run's points stay visible
+    with plt.rc_context({"lines.marker": "." if len(epochs) < 20 else ""}):  # a short run's points stay visible
+        _draw(plt, records, epochs, png_path, reference, total_epochs, title)
+
+
+def _draw(plt, records, epochs, png_path, reference, total_epochs, title) -> None:
     panels = 3 if reference else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.3))
     ax_loss, ax_acc = axes[0], axes[1]
