@@ -257,8 +257,11 @@ def cmd_train(args) -> int:
         target = train_and_certify(recipe, out, data_dir=data_dir, resume=args.resume, progress=not args.quiet,
                                    device=_train_device(args.device))
     except KeyboardInterrupt:
-        print(f"linfdist train: interrupted; progress is saved in {out / 'checkpoint.pt'}, "
-              f"continue with: linfdist train {out} --resume", file=sys.stderr)
+        if (out / "checkpoint.pt").is_file():
+            print(f"linfdist train: interrupted; progress is saved in {out / 'checkpoint.pt'}, "
+                  f"continue with: linfdist train {out} --resume", file=sys.stderr)
+        else:
+            print("linfdist train: interrupted before the first step; nothing to resume", file=sys.stderr)
         return 130
     from huggingface_hub import ModelCard
 

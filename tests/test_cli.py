@@ -198,3 +198,16 @@ def test_written_files_get_the_umask_mode(shared_data, tmp_path):
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
             assert path.stat().st_mode & 0o777 == 0o640, path
+
+
+def test_ctrl_c_before_the_first_step_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    """An interrupt while the run starts (data loading, torch.compile's first compilation): status 130, one line."""
+    import linfdist.train as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    assert main(["train", str(tmp_path / "run"), "--recipe", "mnist-smoke"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "before the first step" in err
