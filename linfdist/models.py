@@ -147,10 +147,19 @@ class _HubModel(nn.Module):
         (Path(save_directory) / CONFIG_FILE).write_text(text + "\n")
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """The mixin's loader, with the names a registered resolver knows (the zoo's) taken before the Hub."""
+        if not Path(pretrained_model_name_or_path).is_dir():
+            pretrained_model_name_or_path = _registered_folder(str(pretrained_model_name_or_path)) or \
+                pretrained_model_name_or_path
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
     def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
                          local_files_only=False, token=None, **_):
-        """Load through ``load_pretrained`` (single-file or sharded): a local folder, or a Hub repo
-        fetched with snapshot_download (the HF cache, so it works offline once cached)."""
+        """Load through ``load_pretrained`` (single-file or sharded): a local folder, a name a registered
+        resolver knows (the zoo's names and aliases, files checked), or a Hub repo fetched with
+        snapshot_download (the HF cache, so it works offline once cached)."""
         folder = Path(model_id)
         if not folder.is_dir():
             from huggingface_hub import snapshot_download
@@ -396,6 +405,21 @@ class LinfDistNetMLP(_HubModel, PyTorchModelHubMixin, **HUB_METADATA):
 
 
 ARCHITECTURES = {"LinfDistNet": LinfDistNet, "LinfDistNetMLP": LinfDistNetMLP}
+
+
+#: The entry-point group of name → folder resolvers (the zoo registers one; see pyproject.toml).
+RESOLVERS_GROUP = "linfdist.model_resolvers"
+
+
+def _registered_folder(name: str) -> Path | None:
+    """The first folder a registered resolver gives for ``name``, else None."""
+    from importlib.metadata import entry_points
+
+    for resolver in entry_points(group=RESOLVERS_GROUP):
+        folder = resolver.load()(name)
+        if folder is not None:
+            return Path(folder)
+    return None
 
 
 def weight_files(folder: str | Path) -> list[Path]:

@@ -97,3 +97,19 @@ def test_class_names_travel_in_config_onnx_and_card(tmp_path, capsys, shared_dat
     assert main(["certify", str(tmp_path / "item.png"), "--model", "fmnist-5x512-eps0.1"]) == 0
     name = config["id2label"][str(int(labels[0]))]
     assert f"({name})" in capsys.readouterr().out
+
+
+def test_from_pretrained_takes_zoo_names_before_the_hub(monkeypatch):
+    """LinfDistNet.from_pretrained("zoo-name") resolves through the registered resolver (an entry point, so core
+    never imports the zoo), offline; anything else still goes to the Hub."""
+    import huggingface_hub.constants as hub_constants
+
+    from linfdist.models import LinfDistNet
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    model = LinfDistNet.from_pretrained("mnist-5x512-eps0.3")
+    reference = linfdist.load_model("mnist-5x512-eps0.3")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert LinfDistNet.from_pretrained("default").config.eps == 0.1
+    with pytest.raises(Exception, match="cache|offline|connection"):
+        LinfDistNet.from_pretrained("someone/not-a-zoo-model")

@@ -62,6 +62,18 @@ def resolve_model(arg: str | None) -> ModelSource:
     return ModelSource(model_folder(entry.name), False, entry.name)
 
 
+def registered_folder(name: str) -> Path | None:
+    """The checked folder of a zoo model or alias ``name``, or None when the registry has no such name (the
+    ``linfdist.model_resolvers`` entry point LinfDistNet.from_pretrained consults before the Hub)."""
+    from linfdist.zoo.registry import get_entry, model_folder
+
+    try:
+        entry = get_entry(name)
+    except ValueError:
+        return None
+    return model_folder(entry.name)
+
+
 def resolve_folder(arg: str | None) -> Path:
     """The checkpoint folder ``arg`` names (for commands that need weights, not an ONNX graph)."""
     source = resolve_model(arg)
