@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from linfdist.verify.cli import OneLineParser, add_arguments, eps_value

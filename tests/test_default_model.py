@@ -1,7 +1,6 @@
 """The bundled models: what their cards and registry entries state is what the verifier derives."""
 
 import math
-import re
 from pathlib import Path
 
 import pytest

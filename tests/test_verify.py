@@ -100,11 +100,22 @@ def test_tampered_body_reduce_min_is_refused(tmp_path):
         load_graph(edited(tmp_path, source, to_min))
 
 
+def _flip_axes(node) -> None:
+    """Give a reduction its axes the other way: an input becomes an attribute, an attribute an input."""
+    from onnx import helper
+
+    if len(node.input) == 2:
+        del node.input[1]
+        node.attribute.append(helper.make_attribute("axes", [2]))
+    else:
+        del node.attribute[[a.name for a in node.attribute].index("axes")]
+        node.input.append("axis_k")
+
+
 @pytest.mark.parametrize("opset", [13, 17, 18, 21])
 def test_reduction_axes_must_take_the_form_their_opset_defines(tmp_path, opset):
     """ReduceSum reads its axes from an input from opset 13, ReduceMax from 18: a body giving an attribute where
     the opset wants an input (or the reverse) is not what the opset defines, so it is refused."""
-    from onnx import helper
 
     from linfdist.export.lp_dist_function import AXES_INPUT_SINCE, lp_dist_function
 
@@ -116,12 +127,7 @@ def test_reduction_axes_must_take_the_form_their_opset_defines(tmp_path, opset):
 
     def flip(proto, op):
         (node,) = [n for n in proto.functions[0].node if n.op_type == op]
-        if len(node.input) == 2:
-            del node.input[1]
-            node.attribute.append(helper.make_attribute("axes", [2]))
-        else:
-            del node.attribute[[a.name for a in node.attribute].index("axes")]
-            node.input.append("axis_k")
+        _flip_axes(node)
 
     source = export(small_net(p=8.0), tmp_path, opset=opset)
     for op in AXES_INPUT_SINCE:  # ONNX's checker catches some of these; the body check refuses every one
@@ -133,7 +139,6 @@ def test_reduction_axes_must_take_the_form_their_opset_defines(tmp_path, opset):
 @pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax"])
 def test_the_body_check_itself_refuses_axes_in_the_wrong_form(opset, op):
     """Without ONNX's checker in the way (it misses some cases): the body check refuses either flip."""
-    from onnx import helper
 
     from linfdist.export.lp_dist_function import lp_dist_function
     from linfdist.verify.function_body import check_body
@@ -141,12 +146,7 @@ def test_the_body_check_itself_refuses_axes_in_the_wrong_form(opset, op):
     body = lp_dist_function(8.0, opset)
     check_body(body)
     (node,) = [n for n in body.node if n.op_type == op]
-    if len(node.input) == 2:
-        del node.input[1]
-        node.attribute.append(helper.make_attribute("axes", [2]))
-    else:
-        del node.attribute[[a.name for a in node.attribute].index("axes")]
-        node.input.append("axis_k")
+    _flip_axes(node)
     with pytest.raises(Refused, match=f"{op} takes its axes as"):
         check_body(body)
 
