@@ -24,7 +24,7 @@ from linfdist.models import ARCHITECTURES
 from linfdist.nn import LpDistLinear
 
 DEFAULT_OPSET = 18
-#: The default opset of an inlined export: the newest whose ReduceMax onnx2torch (and so α,β-CROWN's loader) reads.
+#: The default opset of an inlined export: the newest whose ReduceMax onnx2torch 1.5 reads (checked by a test).
 INLINE_OPSET = 17
 OPSETS = range(13, 22)
 INPUT, OUTPUT = "pixels", "logits"
@@ -127,7 +127,7 @@ def _config_json(config) -> str:
 
 def inline_functions(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The same model with every LpDist node replaced by its function body (onnx's inliner): standard ops
-    only, for tools that read no FunctionProto (α,β-CROWN's and onnx2torch's importers)."""
+    only, for tools that read no FunctionProto (ONNX-to-PyTorch converters, other verifiers)."""
     from onnx import inliner
 
     inlined = inliner.inline_local_functions(proto)
