@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("--runtimes", default="all",
                         help=f"comma-separated, or 'all' (default): {', '.join(NAMES)}")
     parser.add_argument("--limit", type=int, help="verify only the first N test images")
+    parser.add_argument("--decision-only", action="store_true",
+                        help="certify only the decision (the same certified samples, no margin/IBP breakdown; the "
+                             "reference alone): interval bounds only where the margin certificate leaves a sample open")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--vnnlib", metavar="DIR", help="also write one VNN-LIB property per sample (and the model) there")
@@ -157,6 +160,10 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     names = requested_runtimes(args.runtimes)
+    if args.decision_only:
+        if args.runtimes != "all" and names != [REFERENCE]:
+            raise UsageError("--decision-only runs the reference alone; drop --runtimes")
+        names = [REFERENCE]
     check_output_paths(args)
     graph = load_graph(onnx_path)
     dataset, radii = _defaults(graph, args)
@@ -184,7 +191,8 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
     if REFERENCE not in names:
         runtimes.insert(0, available[REFERENCE])
     report = verify_dataset(graph, images, labels, eps, dataset, runtimes, args.batch_size,
-                            progress=not args.quiet, full_split=full, source=source)
+                            progress=not args.quiet, full_split=full, source=source,
+                            decision_only=args.decision_only)
     if wants_curve:
         radius = radii_of(graph, images, labels, radii, args.batch_size, progress=not args.quiet)
         report.radii = [float(r) for r in radius]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linfdist.verify.certificates import certify, lipschitz
+from linfdist.verify.certificates import certify, decide, lipschitz
 from linfdist.verify.errors import first_line
 from linfdist.verify.graph import Graph
 from linfdist.verify.runtimes import REFERENCE, Runtime
@@ -37,6 +37,11 @@ class RuntimeResult:
         return self.clean_accuracy is not None
 
 
+FULL = "margin and IBP certificates for every sample"
+DECISION = ("decision only: the margin certificate over Lipschitz boxes for every sample, interval bounds only for "
+            "the correct samples it left open; no margin/IBP breakdown")
+
+
 @dataclass
 class Report:
     """Everything ``linfdist verify`` prints and writes as JSON."""
@@ -48,11 +53,12 @@ class Report:
     n: int
     clean_accuracy: float
     certified_accuracy: float
-    margin_accuracy: float
-    ibp_accuracy: float
+    margin_accuracy: float | None  #: None where only the decision was computed
+    ibp_accuracy: float | None
     runtimes: list
     claims: dict
     seconds: float
+    computed: str = ""  #: what the reference computed: FULL or DECISION
     curve: list | None = None  #: certified accuracy at each requested ε (``--eps E1,E2,...``)
     radii: list | None = None  #: per sample, the largest ε certified (-1: none), as ``verify.radii`` finds it
 
@@ -103,16 +109,19 @@ def sha256(path: Path) -> str:
 
 def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: float, dataset: str,
                    runtimes: list[Runtime], batch_size: int = 500, progress: bool = True,
-                   full_split: bool = False, source: str | None = None) -> Report:
+                   full_split: bool = False, source: str | None = None, decision_only: bool = False) -> Report:
     """Certify every sample, run every available runtime on the same pixels, compare; ``full_split``
     says the whole test split is there (so the card's claims can be checked), ``source`` what the
-    ONNX file was exported from."""
+    ONNX file was exported from. ``decision_only`` certifies with ``certificates.decide`` (the same
+    decisions, no margin/IBP breakdown) and runs the reference alone."""
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need a non-empty set of images with one label each, got {len(images)} and {len(labels)}")
     if tuple(images.shape[1:]) != graph.sample_shape:
         raise ValueError(f"{dataset} images are {tuple(images.shape[1:])}, the model expects {graph.sample_shape}")
     start = time.perf_counter()
     lips = lipschitz(graph)
+    if decision_only and any(r.name != REFERENCE for r in runtimes):
+        raise ValueError("decision_only runs the reference alone")
     tallies = [_Tally(r) for r in runtimes if r.available]
     counts = np.zeros(4, dtype=np.int64)  # correct, certified, margin, ibp (as in Report)
     reference_seconds = 0.0
@@ -121,7 +130,7 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
         x = pixels(images[offset: offset + batch_size])
         y = labels[offset: offset + batch_size]
         t = time.perf_counter()
-        cert = certify(graph, x, y, eps, lips)
+        cert = (decide if decision_only else certify)(graph, x, y, eps, lips)
         reference_seconds += time.perf_counter() - t
         counts += [cert.correct.sum(), cert.certified.sum(), cert.margin.sum(), cert.ibp.sum()]
         for tally in tallies:
@@ -150,9 +159,10 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
         else:
             results.append(RuntimeResult(runtime.name, runtime.description, runtime.reason))
     model = str(graph.path) if source is None else f"{source} (exported to ONNX)"
-    return Report(model, sha256(graph.path), dataset, float(eps), n, *map(float, pct), results,
-                  _claims(graph.metadata, float(pct[0]), float(pct[1]), eps, full_split),
-                  round(time.perf_counter() - start, 3))
+    margin, ibp = (None, None) if decision_only else (float(pct[2]), float(pct[3]))
+    return Report(model, sha256(graph.path), dataset, float(eps), n, float(pct[0]), float(pct[1]), margin, ibp,
+                  results, _claims(graph.metadata, float(pct[0]), float(pct[1]), eps, full_split),
+                  round(time.perf_counter() - start, 3), computed=DECISION if decision_only else FULL)
 
 
 def _claims(metadata: dict, clean: float, certified: float, eps: float, full_split: bool) -> dict:

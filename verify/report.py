@@ -33,7 +33,9 @@ def format_report(report: Report) -> str:
     lines = [
         f"model {report.model} (sha256 {report.sha256[:12]}), {report.dataset} test, n = {report.n}, ε = {report.eps:g}",
         f"verifier: clean {_pct(report.clean_accuracy)}, certified {_pct(report.certified_accuracy)} "
-        f"(margin {_pct(report.margin_accuracy)}, IBP {_pct(report.ibp_accuracy)}), {report.seconds:.1f}s",
+        + (f"(margin {_pct(report.margin_accuracy)}, IBP {_pct(report.ibp_accuracy)})"
+           if report.margin_accuracy is not None else "(decision only: no margin/IBP breakdown)")
+        + f", {report.seconds:.1f}s",
     ]
     if report.curve:
         points = ", ".join(f"ε = {p['eps']:g}: {p['certified_accuracy']:.2f}%" for p in report.curve)
