@@ -113,3 +113,11 @@ def test_from_pretrained_takes_zoo_names_before_the_hub(monkeypatch):
     assert LinfDistNet.from_pretrained("default").config.eps == 0.1
     with pytest.raises(Exception, match="cache|offline|connection"):
         LinfDistNet.from_pretrained("someone/not-a-zoo-model")
+
+
+def test_verify_names_the_classes(shared_data, capsys, tmp_path):
+    report = tmp_path / "r.json"
+    assert main(["verify", "fmnist-5x512-eps0.1", "--data-dir", str(shared_data), "--limit", "20", "--runtimes",
+                 "reference", "--quiet", "--json", str(report)]) == 0
+    assert "classes T-shirt/top, Trouser" in capsys.readouterr().out
+    assert json.loads(report.read_text())["classes"][9] == "Ankle boot"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ class Report:
     claims: dict
     seconds: float
     computed: str = ""  #: what the reference computed: FULL or DECISION
+    classes: list | None = None  #: class names from the model's metadata (linfdist.classes), where it has them
     curve: list | None = None  #: certified accuracy at each requested ε (``--eps E1,E2,...``)
     radii: list | None = None  #: per sample, the largest ε certified (-1: none), as ``verify.radii`` finds it
 
@@ -162,7 +164,16 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
     margin, ibp = (None, None) if decision_only else (float(pct[2]), float(pct[3]))
     return Report(model, sha256(graph.path), dataset, float(eps), n, float(pct[0]), float(pct[1]), margin, ibp,
                   results, _claims(graph.metadata, float(pct[0]), float(pct[1]), eps, full_split),
-                  round(time.perf_counter() - start, 3), computed=DECISION if decision_only else FULL)
+                  round(time.perf_counter() - start, 3), computed=DECISION if decision_only else FULL,
+                  classes=_classes(graph.metadata))
+
+
+def _classes(metadata: dict) -> list | None:
+    try:
+        names = json.loads(metadata["linfdist.classes"])
+    except (KeyError, ValueError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _claims(metadata: dict, clean: float, certified: float, eps: float, full_split: bool) -> dict:

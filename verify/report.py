@@ -28,10 +28,17 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{value:.2f}%"
 
 
+def _named(report: Report, label: int) -> str:
+    """A class index with its name, where the model's metadata names its classes."""
+    names = report.classes or []
+    return f"{label} {names[label]}" if 0 <= label < len(names) and names[label] != str(label) else str(label)
+
+
 def format_report(report: Report) -> str:
     """Header lines, the per-runtime table, then disagreements and claims."""
     lines = [
-        f"model {report.model} (sha256 {report.sha256[:12]}), {report.dataset} test, n = {report.n}, ε = {report.eps:g}",
+        f"model {report.model} (sha256 {report.sha256[:12]}), {report.dataset} test, n = {report.n}, ε = {report.eps:g}"
+        + (f", classes {', '.join(report.classes)}" if report.classes else ""),
         f"verifier: clean {_pct(report.clean_accuracy)}, certified {_pct(report.certified_accuracy)} "
         + (f"(margin {_pct(report.margin_accuracy)}, IBP {_pct(report.ibp_accuracy)})"
            if report.margin_accuracy is not None else "(decision only: no margin/IBP breakdown)")
@@ -57,8 +64,9 @@ def format_report(report: Report) -> str:
     lines += [fmt(header), fmt(["-" * w for w in widths]), *(fmt(row) for row in rows)]
     for r in report.runtimes:
         for d in r.differing[:SHOWN]:
-            lines.append(f"  {r.name}: sample {d['index']} (label {d['label']}): prediction {d['prediction']} vs "
-                         f"reference {d['reference_prediction']}, certified {d['certified']} vs {d['reference_certified']}")
+            lines.append(f"  {r.name}: sample {d['index']} (label {_named(report, d['label'])}): prediction "
+                         f"{_named(report, d['prediction'])} vs reference {_named(report, d['reference_prediction'])}, "
+                         f"certified {d['certified']} vs {d['reference_certified']}")
         if len(r.differing) > SHOWN:
             lines.append(f"  {r.name}: … {len(r.differing) - SHOWN} more in the JSON report")
     claims = report.claims
