@@ -6,8 +6,9 @@ lengths, each certified by ``linfdist verify`` on the full test set.
 
 Each configuration is a run folder DIR/w{width}-e{epochs} trained by ``linfdist train --epochs``,
 which scales the recipe's phases (p = 8 epochs, p = ∞ epochs, the held learning rate) with the
-epoch count (``Recipe.with_epochs``). The sweep resumes: a finished configuration (its verify.json) is kept, a started one
-continues from its checkpoint (``--resume``). Results go to DIR/sweep.json and stdout as a table
+epoch count (``Recipe.with_epochs``). The sweep resumes: a finished configuration (its verify.json)
+is kept, a started one continues from its checkpoint (``--resume``). Results go to DIR/sweep.json and
+stdout as a table
 with the training time (the sum of the epochs' seconds in metrics.jsonl) and the certified points
 gained per CPU hour over the configuration one step smaller.
 """

@@ -10,8 +10,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "certify", "cli", "data", "evaluate", "export", "functional", "kernels", "models", "nn", "recipe", "train", "verify",
-    "workflows", "zoo",
+    "certify", "cli", "data", "evaluate", "export", "functional", "kernels", "models", "nn", "recipe", "train",
+    "verify", "workflows", "zoo",
 )
 #: Functions at the top level, loaded on first use: the one loader of models.
 _FUNCTIONS = {"load_model": "linfdist.workflows.resolve", "create_model": "linfdist.workflows.resolve"}

@@ -1,4 +1,5 @@
-"""The ``linfdist`` command line: train, verify, export, zoo, bench."""
+"""The ``linfdist`` command line: verify, certify, train, curves, export, zoo, bench — a thin layer over
+``linfdist.workflows`` (parsing, a dispatch table, exit statuses)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ def _passive_openmp_for_native_kernels() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
-
 MODEL_HELP = ("a zoo name or alias, a checkpoint folder, a Hugging Face Hub repo id (owner/name; offline from the "
               "HF cache with HF_HUB_OFFLINE=1) or an .onnx file")
 
@@ -47,7 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("verify", help="certify a model with the independent verifier; compare runtimes")
-
     add_arguments(v, f"{MODEL_HELP} (default: the zoo's default model)")
     v.add_argument("--plot", metavar="PNG", help="also draw certified accuracy against ε (with --eps E1,E2,...)")
     v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -465,8 +464,8 @@ def cmd_zoo(args) -> int:
     return ZOO_ACTIONS[args.zoo_command](args)
 
 
-COMMANDS = {"verify": cmd_verify, "certify": cmd_certify, "train": cmd_train, "curves": cmd_curves, "export": cmd_export, "zoo": cmd_zoo,
-            "bench": cmd_bench}
+COMMANDS = {"verify": cmd_verify, "certify": cmd_certify, "train": cmd_train, "curves": cmd_curves,
+            "export": cmd_export, "zoo": cmd_zoo, "bench": cmd_bench}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

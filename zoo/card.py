@@ -170,7 +170,8 @@ def write_model_card(folder: Path, config, results: dict, recipe: dict | None = 
     (Path(folder) / "README.md").write_text(card_text(config, results, recipe, command, run, name, base_model))
 
 
-def rewrite_results(folder: Path, config, results: dict, name: str | None = None, base_model: str | None = None) -> None:
+def rewrite_results(folder: Path, config, results: dict, name: str | None = None,
+                    base_model: str | None = None) -> None:
     """Regenerate a card's head (header, figures, usage, citation), keeping its training sections."""
     path = Path(folder) / "README.md"
     old = path.read_text() if path.is_file() else ""

@@ -65,7 +65,8 @@ def load_inputs(paths: list[str], shape: tuple[int, int, int], resize: bool = Fa
                 raise LinfdistError(f"{path}: --resize applies to images; resample arrays before saving them")
             inputs += [Input(source, _checked_array(source, a, shape)) for source, a in _read_arrays(path, shape)]
         else:
-            raise LinfdistError(f"{path}: not an image or array file; give {', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)}")
+            kinds = ", ".join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)
+            raise LinfdistError(f"{path}: not an image or array file; give {kinds}")
     return inputs
 
 
