@@ -51,3 +51,13 @@ def test_epochs_scale_the_schedule_shape():
     assert (r.epochs, r.p_warm_epochs, r.p_inf_epochs, r.lr_hold_epochs) == (20, 2, 2, 2.0)  # v1 holds the rate while p = 8
     r = get_recipe("mnist-0.3-cpu").with_epochs(10)
     assert (r.p_warm_epochs, r.p_inf_epochs, r.lr_hold_epochs) == (1, 1, 0.0)  # v2 holds nothing
+
+
+def test_paper_size_nets_have_the_papers_shape_and_task(tmp_path):
+    from linfdist.models import load_pretrained
+
+    paper = _script("paper_size")
+    for net, depth, shape, eps in (("mnist", 5, [1, 28, 28], 0.3), ("cifar10", 6, [3, 32, 32], 8 / 255)):
+        model = load_pretrained(paper.build(net, tmp_path / net, width=16))
+        assert (model.config.depth, model.config.input_shape, model.config.eps) == (depth, shape, eps)
+        assert model.config.dataset == net and model.config.width == 16
