@@ -19,16 +19,18 @@ from linfdist.verify.graph import Graph
 GRID = 1 << 12
 
 
-def candidates(radii) -> np.ndarray:
-    """The sorted, distinct candidate radii: ``radii`` and the uniform grid."""
-    grid = np.arange(GRID + 1, dtype=np.float64) / GRID
+def candidates(radii, steps: int = GRID) -> np.ndarray:
+    """The sorted, distinct candidate radii: ``radii`` and the multiples of 1/``steps`` in [0, 1]."""
+    grid = np.arange(steps + 1, dtype=np.float64) / steps
     return np.unique(np.concatenate([grid, np.asarray(radii, dtype=np.float64)]))
 
 
-def certified_radii(graph: Graph, pixels: np.ndarray, labels: np.ndarray, radii=(), lipschitz_bounds=None):
-    """(radius, correct) per sample: the largest candidate ε at which it is certified, -1 where none is
-    (a wrong prediction, or a margin below the rounding allowances even at ε = 0)."""
-    grid = candidates(radii)
+def certified_radii(graph: Graph, pixels: np.ndarray, labels: np.ndarray, radii=(), lipschitz_bounds=None,
+                    kind: str = "certified", steps: int = GRID):
+    """(radius, correct) per sample: the largest candidate ε (``candidates(radii, steps)``) at which the
+    certificate ``kind`` ("certified": either; "margin"; "ibp") holds, -1 where none is (a wrong prediction, or
+    a margin below the rounding allowances even at ε = 0)."""
+    grid = candidates(radii, steps)
     lips = lipschitz_bounds or lipschitz(graph)
     n = len(pixels)
     lo = np.full(n, -1, dtype=np.int64)  # index of the largest candidate proved (-1: none)
@@ -42,9 +44,9 @@ def certified_radii(graph: Graph, pixels: np.ndarray, labels: np.ndarray, radii=
         cert = certify(graph, pixels, labels, grid[mid], lips)
         if correct is None:
             correct = cert.correct
-        proved = cert.certified & open_
-        lo = np.where(proved, mid, lo)
-        hi = np.where(open_ & ~cert.certified, mid, hi)
+        holds = getattr(cert, kind)
+        lo = np.where(holds & open_, mid, lo)
+        hi = np.where(open_ & ~holds, mid, hi)
     return np.where(lo >= 0, grid[np.maximum(lo, 0)], -1.0), correct
 
 

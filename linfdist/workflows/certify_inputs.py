@@ -135,9 +135,11 @@ def _checked_array(source: str, array: np.ndarray, shape) -> np.ndarray:
 
 
 def certify_inputs(graph, inputs: list[Input], eps: float) -> list[InputCertificate]:
-    """The verifier's certificates for each input at its own prediction, and its certified radii."""
+    """The verifier's certificates for each input at its own prediction, and its certified radii (each
+    certificate's, to 2^-RADIUS_STEPS: ``verify.radii``, all inputs in one search)."""
     from linfdist.data import DATASET_TABLE
     from linfdist.verify.certificates import certify, lipschitz
+    from linfdist.verify.radii import certified_radii
 
     if not 0 <= eps < float("inf"):
         raise LinfdistError(f"--eps must be >= 0 and finite, got {eps}")
@@ -145,31 +147,16 @@ def certify_inputs(graph, inputs: list[Input], eps: float) -> list[InputCertific
     classes = json.loads(graph.metadata["linfdist.classes"]) if "linfdist.classes" in graph.metadata else (
         list(dataset.classes) if dataset else [])
     lips = lipschitz(graph)
+    x = np.stack([item.pixels for item in inputs])
+    labels = certify(graph, x, np.zeros(len(x), np.int64), 0.0, lips).predictions
+    at_eps = certify(graph, x, labels, eps, lips)
+    radii = [np.maximum(certified_radii(graph, x, labels, (), lips, kind, 1 << RADIUS_STEPS)[0], 0.0)
+             for kind in ("margin", "ibp")]
     results = []
-    for item in inputs:
-        x = item.pixels[None]
-        at_zero = certify(graph, x, np.zeros(1, np.int64), 0.0, lips)
-        label = np.array([int(at_zero.predictions[0])])
-        logits = at_zero.logits[0]
-        margin = float(logits[label[0]] - np.delete(logits, label[0]).max())
-        at_eps = certify(graph, x, label, eps, lips)
-        radii = [_radius(lambda e, kind=kind: bool(getattr(certify(graph, x, label, e, lips), kind)[0]))
-                 for kind in ("margin", "ibp")]
-        name = classes[label[0]] if label[0] < len(classes) else str(label[0])
-        results.append(InputCertificate(item.source, int(label[0]), name, margin, radii[0], radii[1], float(eps),
-                                        bool(at_eps.certified[0])))
+    for i, item in enumerate(inputs):
+        label, logits = int(labels[i]), at_eps.logits[i]
+        margin = float(logits[label] - np.delete(logits, label).max())
+        name = classes[label] if label < len(classes) else str(label)
+        results.append(InputCertificate(item.source, label, name, margin, float(radii[0][i]), float(radii[1][i]),
+                                        float(eps), bool(at_eps.certified[i])))
     return results
-
-
-def _radius(proves) -> float:
-    """The largest ε in [0, 1] (to 2^-RADIUS_STEPS) at which ``proves(ε)``, assuming it holds below any ε it
-    holds at; 0 when it fails at ε = 0. The returned ε was itself proved."""
-    if not proves(0.0):
-        return 0.0
-    if proves(1.0):
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(RADIUS_STEPS):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if proves(mid) else (lo, mid)
-    return lo
