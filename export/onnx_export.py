@@ -57,8 +57,8 @@ class _Graph:
     """Nodes and initializers under construction: the builder each layer's ``export_onnx(g, h, index)``
     writes itself with (values flow through as their names)."""
 
-    def __init__(self, model, p: float):
-        self.p, self.nodes, self.initializers = p, [], []
+    def __init__(self, model):
+        self.nodes, self.initializers = [], []
         self.names = {module: name for name, module in model.named_modules()}
 
     def weight(self, name: str, tensor: torch.Tensor) -> str:
@@ -90,7 +90,7 @@ def build_onnx(model, opset: int = DEFAULT_OPSET, batch: int | None = None, meta
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be >= 1 or dynamic, got {batch}")
     p = _check_model(model)
-    g = _Graph(model, p)
+    g = _Graph(model)
     model.export_onnx(g, INPUT)
     g.nodes[-1].output[0] = OUTPUT
     g.nodes[-1].name = OUTPUT
