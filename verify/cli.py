@@ -9,11 +9,11 @@ from typing import Callable
 
 import numpy as np
 
+from linfdist.verify import maxplus
 from linfdist.verify.certificates import DOMAIN
 from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
 from linfdist.verify.errors import Refused, first_line
-from linfdist.verify import maxplus
 from linfdist.verify.graph import Graph, load_graph
 from linfdist.verify.radii import certified_radii, curve
 from linfdist.verify.report import format_report, report_json
@@ -172,8 +172,6 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
     if getattr(args, "plot", None) and plot is None:
         raise UsageError("--plot needs `linfdist verify` (it draws with matplotlib)")
     images, labels = load_dataset(dataset, "test", args.data_dir)
-    if tuple(images.shape[1:]) != graph.sample_shape:
-        raise UsageError(f"{dataset} images are {tuple(images.shape[1:])}, the model takes {graph.sample_shape}")
     if args.limit is not None and args.limit > len(images):
         raise UsageError(f"--limit {args.limit} exceeds the {len(images)} images of the {dataset} test split")
     full = args.limit is None or args.limit >= len(images)

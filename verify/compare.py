@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from linfdist.verify.certificates import certify, decide, lipschitz
+from linfdist.verify.datasets import DatasetError
 from linfdist.verify.errors import first_line
 from linfdist.verify.graph import Graph
 from linfdist.verify.runtimes import REFERENCE, Runtime
@@ -118,8 +119,8 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
     decisions, no margin/IBP breakdown) and runs the reference alone."""
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need a non-empty set of images with one label each, got {len(images)} and {len(labels)}")
-    if tuple(images.shape[1:]) != graph.sample_shape:
-        raise ValueError(f"{dataset} images are {tuple(images.shape[1:])}, the model expects {graph.sample_shape}")
+    if tuple(images.shape[1:]) != graph.sample_shape:  # a data set the model was not made for: the user's error
+        raise DatasetError(f"{dataset} images are {tuple(images.shape[1:])}, the model takes {graph.sample_shape}")
     start = time.perf_counter()
     lips = lipschitz(graph)
     if decision_only and any(r.name != REFERENCE for r in runtimes):
