@@ -290,7 +290,7 @@ def cmd_curves(args) -> int:
     """Redraw RUN/curves.png (and RUN/model/curves.png), with the reference log's curves if given."""
     import json
 
-    from linfdist.curves import CURVES_FILE, curves_title, plot_curves, read_metrics, read_v2_test_log, run_summary
+    from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, read_v2_test_log, run_summary
     from linfdist.train import METRICS, MODEL_DIR, RECIPE_FILE
     from linfdist.zoo.card import refresh_run_section
 
@@ -304,12 +304,10 @@ def cmd_curves(args) -> int:
                  if args.reference else None)
     targets = [run / CURVES_FILE] + ([run / MODEL_DIR / CURVES_FILE] if (run / MODEL_DIR).is_dir() else [])
     for target in targets:
-        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs,
-                    title=curves_title(recipe, read_metrics(run / METRICS)))
+        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs, recipe=recipe)
         print(f"wrote {target}")
     card = run / MODEL_DIR / "README.md"
     if card.is_file():
-        recipe = json.loads((run / RECIPE_FILE).read_text())
         refresh_run_section(card.parent, run_summary(read_metrics(run / METRICS), recipe))
         print(f"updated the Training run section of {card}")
     return 0

@@ -69,9 +69,9 @@ P_INF_AT = 2000
 
 
 def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | None = None,
-                total_epochs: int | None = None, title: str | None = None) -> None:
+                total_epochs: int | None = None, recipe: dict | None = None) -> None:
     """Loss and p, then clean / certified / PGD accuracy per epoch, written atomically to ``png_path``
-    (``title`` above both panels).
+    (titled from the run's ``recipe`` where given).
 
     With ``reference``, a third panel draws its certified and clean test accuracy beside ours
     against the fraction of training done (runs of different lengths share one axis).
@@ -84,7 +84,8 @@ def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | No
     records = read_metrics(metrics_path)
     epochs = [r["epoch"] for r in records]
     with plt.rc_context({"lines.marker": "." if len(epochs) < 20 else ""}):  # a short run's points stay visible
-        _draw(plt, records, epochs, png_path, reference, total_epochs, title)
+        _draw(plt, records, epochs, png_path, reference, total_epochs,
+              curves_title(recipe, records) if recipe else None)
 
 
 def _draw(plt, records, epochs, png_path, reference, total_epochs, title) -> None:

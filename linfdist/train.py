@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from linfdist.augment import augment
-from linfdist.curves import CURVES_FILE, curves_title, plot_curves, read_metrics
+from linfdist.curves import CURVES_FILE, plot_curves
 from linfdist.data import dataset_info, load_dataset, resolve_data_dir
 from linfdist.device import device_name
 from linfdist.errors import LinfdistError
@@ -282,7 +282,7 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
     run.save()
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
-    plot_curves(out / METRICS, out / CURVES_FILE, title=curves_title(asdict(recipe), read_metrics(out / METRICS)))
+    plot_curves(out / METRICS, out / CURVES_FILE, recipe=asdict(recipe))
     if ev.pgd_violations:
         tqdm.write(f"BUG: PGD broke {ev.pgd_violations} certified test samples at epoch {pos.epoch + 1}; "
                    "certificates must never be broken, please report this with the run folder", file=sys.stderr)
