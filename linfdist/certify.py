@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from linfdist.data import pixel_range_problem
 from linfdist.errors import LinfdistError
 from linfdist.rounding import unit_roundoff
 
@@ -87,10 +88,9 @@ def check_pixels(x: torch.Tensor) -> None:
     """Refuse inputs outside the pixel domain [0, 1] the certificates are stated over, naming the fix."""
     if x.numel() and not bool(torch.isfinite(x).all()):
         raise LinfdistError("pixels hold NaN or infinite values")
-    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
-        low, high = float(x.min()), float(x.max())
-        fix = " (0–255 values: divide by 255)" if 0 <= low and high <= 255 else ""
-        raise LinfdistError(f"pixels must lie in [0, 1], found [{low:g}, {high:g}]{fix}")
+    problem = pixel_range_problem(float(x.min()), float(x.max())) if x.numel() else None
+    if problem:
+        raise LinfdistError(problem)
 
 
 @torch.no_grad()

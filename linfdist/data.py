@@ -8,12 +8,23 @@ reads test sets without any core code; training, the zoo and the CLI use them th
 import math
 
 from linfdist.verify.datasets import (  # noqa: F401
-    DATASET_TABLE, DATASETS, ENV_VAR, INPUT_SHAPES, SPLITS, DatasetError, DatasetInfo, bundled_dir, dataset_info,
-    load_dataset, read_idx, resolve_data_dir,
+    DATASET_TABLE,
+    DATASETS,
+    ENV_VAR,
+    INPUT_SHAPES,
+    SPLITS,
+    DatasetError,
+    DatasetInfo,
+    bundled_dir,
+    dataset_info,
+    load_dataset,
+    read_idx,
+    resolve_data_dir,
 )
 
 __all__ = ["DATASET_TABLE", "DATASETS", "ENV_VAR", "INPUT_SHAPES", "SPLITS", "DatasetError", "DatasetInfo",
-           "bundled_dir", "dataset_info", "eps_text", "load_dataset", "read_idx", "resolve_data_dir"]
+           "bundled_dir", "dataset_info", "eps_text", "load_dataset", "pixel_range_problem", "read_idx",
+           "resolve_data_dir"]
 
 
 def eps_text(eps: float) -> str:
@@ -22,3 +33,11 @@ def eps_text(eps: float) -> str:
     if len(short) <= 5 or round(eps * 255) == 0 or not math.isclose(eps * 255, round(eps * 255), rel_tol=1e-9):
         return short
     return f"{round(eps * 255)}/255"
+
+
+def pixel_range_problem(low: float, high: float) -> str | None:
+    """What is wrong with pixels spanning [low, high] for the certificates' domain [0, 1] (the fix named), or None."""
+    if 0 <= low and high <= 1:
+        return None
+    fix = " (0–255 values: divide by 255)" if 0 <= low and high <= 255 else ""
+    return f"pixel values must lie in [0, 1], found [{low:g}, {high:g}]{fix}"

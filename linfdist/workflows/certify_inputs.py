@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linfdist.data import pixel_range_problem
 from linfdist.errors import LinfdistError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -127,10 +128,9 @@ def _checked_array(source: str, array: np.ndarray, shape) -> np.ndarray:
         raise LinfdistError(f"{source}: shape {array.shape}, the model takes {tuple(shape)}")
     if not np.isfinite(array).all():
         raise LinfdistError(f"{source}: holds NaN or infinite values")
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 1:
-        fix = " (0–255 values: divide by 255)" if high <= 255 and low >= 0 else ""
-        raise LinfdistError(f"{source}: pixel values must lie in [0, 1], found [{low:g}, {high:g}]{fix}")
+    problem = pixel_range_problem(float(array.min()), float(array.max()))
+    if problem:
+        raise LinfdistError(f"{source}: {problem}")
     return array.astype(np.float32)
 
 
