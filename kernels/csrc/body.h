@@ -219,15 +219,43 @@ TARGET static inline void NAME(vpow_bits)(vec *t, int n, int64_t e) {
     for (int i = 0; i < n; i++) t[i] = r[i];
 }
 
-/* t[u] <- t[u]^p for n ratios, integer p (ip >= 1) by repeated squaring, any other p by vpow_general;
- * 0 (t untouched) where tau > 0 and every ratio lies at or below it: terms below 2^-40 of the sum's largest. */
-TARGET static inline int NAME(power_unless_negligible)(vec *t, int n, int64_t ip, vec vp, float tau) {
+/* t[u] <- t[u]^e for n vectors, t in [0, 1], for the split exponent e = (n' + f) 2^j of the caller's plan (split_power,
+ * linfdist_native.c): t^n' by the bits of n', times t^f = 2^(f E) m^f with t = 2^E m, m in [1, 2): 2^(f E) from
+ * the plan's table by the low bits of the biased exponent (E_ENTRIES entries, E from 1 - E_ENTRIES to 0; a
+ * smaller t picks a factor <= 1 of t^n' < 2^-(E_ENTRIES - 1) n', under 2^-44 with the planner's n' >= 3 or 6), m^f
+ * by the plan's degree-6 polynomial in m - 3/2 (relative error 2.5e-7); then j squarings. No log2 or exp2:
+ * half the work of vpow_general where n' is small. */
+TARGET static inline void NAME(vpow_split)(vec *t, int n, const split_power *sp) {
+    vec frac[VPOW_N];
+    for (int u = 0; u < n; u++) {
+        ivec bits = V_AS_I(t[u]);
+        vec s = V_SUB(I_AS_V(I_OR(I_AND(bits, I_SET1(0x7fffff)), I_SET1(0x3f800000))), V_SET1(1.5f));
+        vec q = V_FMA(s, V_SET1(sp->c[6]), V_SET1(sp->c[5]));
+        q = V_FMA(s, q, V_SET1(sp->c[4]));
+        q = V_FMA(s, q, V_SET1(sp->c[3]));
+        q = V_FMA(s, q, V_SET1(sp->c[2]));
+        q = V_FMA(s, q, V_SET1(sp->c[1]));
+        q = V_FMA(s, q, V_SET1(sp->c[0]));
+        frac[u] = V_MUL(q, V_TABLE_E(sp->table, I_SRL(bits, 23)));
+    }
+    NAME(vpow_bits)(t, n, sp->n);
+    for (int u = 0; u < n; u++) t[u] = V_MUL(t[u], frac[u]);
+    for (int i = 0; i < sp->j; i++)
+        for (int u = 0; u < n; u++) t[u] = V_MUL(t[u], t[u]);
+}
+
+/* t[u] <- t[u]^p for n ratios: integer p (ip >= 1) by repeated squaring, other p by vpow_split where the caller
+ * planned it (sp), else by vpow_general; 0 (t untouched) where tau > 0 and every ratio lies at or below it:
+ * terms below 2^-40 of the sum's largest. */
+TARGET static inline int NAME(power_unless_negligible)(vec *t, int n, int64_t ip, const split_power *sp, vec vp,
+                                                       float tau) {
     if (tau > 0.0f) {
         vec top = t[0];
         for (int u = 1; u < n; u++) top = V_MAX(top, t[u]);
         if (!VM_ANY(V_GT(top, V_SET1(tau)))) return 0;
     }
     if (ip) NAME(vpow_bits)(t, n, ip);
+    else if (sp) NAME(vpow_split)(t, n, sp);
     else NAME(vpow_general)(t, n, vp);
     return 1;
 }
@@ -236,7 +264,7 @@ TARGET static inline int NAME(power_unless_negligible)(vec *t, int n, int64_t ip
  * inverse peaks hold the registers other rows' sums would need), two k steps per power call (more independent
  * work in flight); with tau > 0 (large p), a pair of steps whose terms are all negligible is left out. */
 TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float *wp, double p, int64_t ip,
-                                        vec inv[R][CV], float tau, vec *acc) {
+                                        const split_power *sp, vec inv[R][CV], float tau, vec *acc) {
     vec vp = V_SET1((float)p);
     for (int r = 0; r < R; r++) {
         vec a[CV], iv[CV];
@@ -250,13 +278,13 @@ TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float
                 for (int v = 0; v < CV; v++)
                     t[h * CV + v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + (h * CV + v) * VW))), iv[v]);
             }
-            if (!NAME(power_unless_negligible)(t, 2 * CV, ip, vp, tau)) continue;
+            if (!NAME(power_unless_negligible)(t, 2 * CV, ip, sp, vp, tau)) continue;
             for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], V_ADD(t[v], t[CV + v]));
         }
         if (kk < k) { /* odd k: the last step alone */
             vec xb = V_SET1(xr[r][kk]), t[CV];
             for (int v = 0; v < CV; v++) t[v] = V_MUL(V_ABS(V_SUB(xb, V_LOAD(wq + v * VW))), iv[v]);
-            if (NAME(power_unless_negligible)(t, CV, ip, vp, tau))
+            if (NAME(power_unless_negligible)(t, CV, ip, sp, vp, tau))
                 for (int v = 0; v < CV; v++) a[v] = V_ADD(a[v], t[v]);
         }
         for (int v = 0; v < CV; v++) acc[r * CV + v] = a[v];
@@ -268,7 +296,7 @@ TARGET static void NAME(lp_scaled_tile)(const float **xr, int64_t k, const float
  * equal to 1. For integer p up to DIRECT_P_MAX, tiles whose peaks all lie in a safe range sum |x - w|^p
  * directly in registers (lp_direct_tile); the others go through lp_scaled_tile. */
 TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m, int64_t n0,
-                                 int64_t n1, double p, int64_t ip, float tau, float *y) {
+                                 int64_t n1, double p, int64_t ip, const split_power *sp, float tau, float *y) {
     (void)mp;
     /* Integer p <= DIRECT_P_MAX sums directly where every peak lies in [lo, hi]: peak^p k stays below 2^120
      * and peak^p above 2^-96 k (so terms lost to underflow are < 2^-96 k each, relative to the largest). */
@@ -297,7 +325,7 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
             }
             const float *wp = wt + c0 * k;
             if (direct) NAME(lp_direct_tile)(xr, k, wp, ip, acc);
-            else NAME(lp_scaled_tile)(xr, k, wp, p, ip, inv, tau, acc);
+            else NAME(lp_scaled_tile)(xr, k, wp, p, ip, sp, inv, tau, acc);
             for (int r = 0; r < R && r0 + r < n1; r++) {
                 float sums[CV * VW];
                 for (int v = 0; v < CV; v++) V_STORE(sums + v * VW, acc[r * CV + v]);
@@ -321,8 +349,8 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
     }
 
 /* gx[o..] += c, gw[o..] -= c over N vectors from o, c = g sign(t) |t|^(p-1), t = (x - w) / y: for a run-time
- * integer p - 2 >= 1 (bits_p1 = p - 1) as g t |t|^(p-2) by repeated squaring, for other p by vpow_general
- * (bits_p1 = 0). A group whose ratios all lie at or below tau (> 0) has coefficients below 2^-40 |g| and is
+ * integer p - 2 >= 1 (bits_p1 = p - 1) as g t |t|^(p-2) by repeated squaring, for other p by vpow_split with
+ * t's sign bit where the caller planned it (sp), else by vpow_general (bits_p1 = 0). A group whose ratios all lie at or below tau (> 0) has coefficients below 2^-40 |g| and is
  * left out; with tau = 0 only all-zero groups are (their coefficients are 0). */
 #define SCALED_GRAD(N)                                                                              \
     {                                                                                               \
@@ -336,6 +364,10 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
             if (bits_p1) {                                                                          \
                 NAME(vpow_bits)(a, (N), bits_p1 - 1);                                               \
                 for (int u = 0; u < (N); u++) a[u] = V_MUL(t[u], a[u]);                             \
+            } else if (sp) {                                                                        \
+                NAME(vpow_split)(a, (N), sp);                                                       \
+                for (int u = 0; u < (N); u++)                                                       \
+                    a[u] = I_AS_V(I_OR(V_AS_I(a[u]), I_AND(V_AS_I(t[u]), I_SET1((int32_t)0x80000000)))); \
             } else {                                                                                \
                 NAME(vpow_general)(a, (N), vp1);                                                    \
                 for (int u = 0; u < (N); u++) a[u] = V_MUL(a[u], V_SIGN(t[u]));                     \
@@ -354,7 +386,8 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
  * With tau > 0 (large p), vectors of k whose ratios all lie at or below tau are skipped: their
  * coefficients are below |g| tau^(p-1) (the caller picks 2^-40 |g|), far under float32 rounding. */
 TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k, int64_t m, const float *g,
-                                      const float *y, double p, int64_t ip1, float tau, int64_t i0, int64_t i1,
+                                      const float *y, double p, int64_t ip1, const split_power *sp, float tau,
+                                      int64_t i0, int64_t i1,
                                       int64_t j0, int64_t j1, float *gx, float *gw) {
     int64_t kv_end = k - k % VW;
     vec vtau = V_SET1(tau), vp1 = V_SET1((float)(p - 1.0));

@@ -39,3 +39,5 @@
 #define I_SRA(a, n) _mm256_srai_epi32(a, n)
 #define V_TABLE4(tab, i) _mm256_permutevar_ps(_mm256_loadu_ps(tab), i) /* in-lane, by the low 2 bits of i */
 #define I_SLL(a, n) _mm256_slli_epi32(a, n)
+#define E_ENTRIES 8 /* V_TABLE_E's table: 8 lanes, picked by the low 3 bits of i (one lane-crossing permute) */
+#define V_TABLE_E(tab, i) _mm256_permutevar8x32_ps(_mm256_loadu_ps(tab), i)

@@ -39,3 +39,5 @@
 #define I_SRA(a, n) _mm512_srai_epi32(a, n)
 #define V_TABLE4(tab, i) _mm512_permutevar_ps(_mm512_loadu_ps(tab), i) /* in-lane, by the low 2 bits of i */
 #define I_SLL(a, n) _mm512_slli_epi32(a, n)
+#define E_ENTRIES 16 /* V_TABLE_E's table: 16 lanes, picked by the low 4 bits of i */
+#define V_TABLE_E(tab, i) _mm512_permutexvar_ps(i, _mm512_loadu_ps(tab))

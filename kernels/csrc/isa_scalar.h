@@ -40,3 +40,5 @@ typedef int32_t ivec;
 #define I_SRA(a, n) ((int32_t)(a) >> (n))
 #define V_TABLE4(tab, i) ((tab)[(i) & 3])
 #define I_SLL(a, n) ((int32_t)((uint32_t)(a) << (n)))
+#define E_ENTRIES 16
+#define V_TABLE_E(tab, i) ((tab)[(i) & 15])

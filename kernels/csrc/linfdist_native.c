@@ -30,6 +30,10 @@ enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 static const float LOG2_INV_C[16] = {LOG2_INV_C_, LOG2_INV_C_, LOG2_INV_C_, LOG2_INV_C_};
 static const float LOG2_C[16] = {LOG2_C_, LOG2_C_, LOG2_C_, LOG2_C_};
 
+/* A non-integer exponent e >= 3 as (n + f) 2^j for body.h's vpow_split (planned by plan_split_power): table[i] =
+ * 2^(f (i + 1 - E_ENTRIES)) for the ISA's E_ENTRIES, c the degree-6 polynomial of m^f in s = m - 3/2. */
+typedef struct { int64_t n; int j; float table[16]; float c[7]; } split_power;
+
 /* ---- the kernels of body.h, once per instruction set (isa_*.h define its vector operations) ---- */
 #include "isa_scalar.h"
 #include "body.h"
@@ -111,12 +115,22 @@ typedef struct {
     int32_t *ilo, *ihi;
     int isa;
 } interval_args;
-typedef struct { const float *x, *wt; int64_t k, mp, m; double p; int64_t ip; float tau; float *y; int isa; } lp_forward_args;
+typedef struct {
+    const float *x, *wt;
+    int64_t k, mp, m;
+    double p;
+    int64_t ip;
+    const split_power *sp;
+    float tau;
+    float *y;
+    int isa;
+} lp_forward_args;
 typedef struct {
     const float *x, *w, *g, *y;
     int64_t n, k, m;
     double p;
     int64_t ip;
+    const split_power *sp;
     float tau;
     float *gx, *gw;
     int isa;
@@ -222,6 +236,59 @@ static float skip_below(double e) { return e >= 17 ? (float)exp2(-40.0 / (e - 1.
 
 static int64_t integer_exponent(double e) { return e >= 1 && e <= 1024 && e == floor(e) ? (int64_t)e : 0; }
 
+/* Multiplies vpow_bits spends on t^n: one squaring per bit below the top, one multiply per further set bit. */
+static int chain_cost(int64_t n) {
+    int cost = -2;
+    for (; n; n >>= 1) cost += 1 + (int)(n & 1);
+    return cost;
+}
+
+#define SPLIT_MAX_COST 10 /* above this many chain multiplies vpow_general (log2, exp2: ~20 operations) is cheaper */
+
+/* Plans a non-integer exponent e for vpow_split: e = (n + f) 2^j with n = floor(e / 2^j) >= nmin (the table's
+ * wrap-around below 2^(1 - entries) then costs under 2^-44 of the largest term) and the fewest multiplies
+ * (chain_cost(n) + j; the j squarings multiply the relative error by 2^j <= e / nmin, as the integer chains'
+ * errors grow with p). m^f on [1, 2) is interpolated at the 7 Chebyshev points of s in [-1/2, 1/2] (relative
+ * error below 2.5e-7 for every f in (0, 1); tests/test_native_kernels.py). Returns 0 where vpow_general is
+ * cheaper or e is an integer (the callers' own paths) or below nmin. */
+static int plan_split_power(double e, int isa, split_power *sp) {
+    int entries = isa == ISA_AVX2 ? 8 : 16;
+    int64_t nmin = entries == 16 ? 3 : 6;
+    if (!(e >= (double)nmin) || e == floor(e) || e > 1e6) return 0;
+    int best_j = -1, best = 1 << 30;
+    for (int j = 0; j <= 20 && ldexp(e, -j) >= (double)nmin; j++) {
+        int cost = chain_cost((int64_t)floor(ldexp(e, -j))) + j;
+        if (cost < best) best = cost, best_j = j;
+    }
+    if (best > SPLIT_MAX_COST) return 0;
+    double scaled = ldexp(e, -best_j), f = scaled - floor(scaled);
+    sp->n = (int64_t)floor(scaled);
+    sp->j = best_j;
+    for (int i = 0; i < 16; i++) sp->table[i] = i < entries ? (float)exp2(f * (double)(i + 1 - entries)) : 1.0f;
+    double a[7][8]; /* the Vandermonde system at the Chebyshev points, solved with partial pivoting */
+    for (int i = 0; i < 7; i++) {
+        double node = 0.5 * cos(3.14159265358979323846 * (2 * i + 1) / 14.0), power = 1.0;
+        for (int d = 0; d < 7; d++, power *= node) a[i][d] = power;
+        a[i][7] = pow(1.5 + node, f);
+    }
+    for (int col = 0; col < 7; col++) {
+        int pivot = col;
+        for (int i = col + 1; i < 7; i++)
+            if (fabs(a[i][col]) > fabs(a[pivot][col])) pivot = i;
+        for (int d = 0; d < 8; d++) { double swap = a[col][d]; a[col][d] = a[pivot][d]; a[pivot][d] = swap; }
+        for (int i = col + 1; i < 7; i++) {
+            double factor = a[i][col] / a[col][col];
+            for (int d = col; d < 8; d++) a[i][d] -= factor * a[col][d];
+        }
+    }
+    for (int i = 6; i >= 0; i--) {
+        double v = a[i][7];
+        for (int d = i + 1; d < 7; d++) v -= a[i][d] * (double)sp->c[d];
+        sp->c[i] = (float)(v / a[i][i]);
+    }
+    return 1;
+}
+
 /* The finite-p kernels run with subnormal results and operands taken as zero (MXCSR FTZ and DAZ, on the
  * calling thread, restored after): powers of ratios below 1 pass through the subnormal range, where every
  * x86 operation costs a microcode assist (~100 cycles); integer p >= 17 ran 4-30x slower than with the
@@ -250,7 +317,7 @@ static void lp_range(void *a, int64_t b, int64_t e) {
     lp_forward_args *c = (lp_forward_args *)a;
     DISPATCH(c->isa, linf_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->y, NULL);
     unsigned saved = flush_subnormals();
-    DISPATCH(c->isa, lp_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->p, c->ip, c->tau, c->y);
+    DISPATCH(c->isa, lp_rows, c->x, c->k, c->wt, c->mp, c->m, b, e, c->p, c->ip, c->sp, c->tau, c->y);
     restore_fp(saved);
 }
 
@@ -260,8 +327,10 @@ int ld_lp_forward(const float *x, int64_t n, int64_t k, const float *wt, int64_t
     int status = check(isa, n, k, m);
     if (status || mp % ld_tile_width(isa) || mp < m) return status ? status : -3;
     if (!(p >= 1) || isinf(p)) return -4;
+    split_power sp;
     lp_forward_args c = {.x = x, .wt = wt, .k = k, .mp = mp, .m = m, .p = p, .ip = integer_exponent(p),
-                         .tau = skip_below(p + 1.0), .y = y, .isa = isa};
+                         .sp = plan_split_power(p, isa, &sp) ? &sp : NULL, .tau = skip_below(p + 1.0), .y = y,
+                         .isa = isa};
     parallel(lp_range, &c, n, threads, 4);
     return 0;
 }
@@ -277,7 +346,7 @@ static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
         int64_t other = (part + t->round) % t->parts;
         int64_t i0 = c->n * part / t->parts, i1 = c->n * (part + 1) / t->parts;
         int64_t j0 = c->m * other / t->parts, j1 = c->m * (other + 1) / t->parts;
-        DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, i0, i1, j0, j1, c->gx,
+        DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->sp, c->tau, i0, i1, j0, j1, c->gx,
                  c->gw);
     }
     restore_fp(saved);
@@ -287,14 +356,14 @@ static void lp_grad_tile_range(void *a, int64_t b, int64_t e) {
 static void lp_grad_x_range(void *a, int64_t b, int64_t e) {
     lp_backward_args *c = (lp_backward_args *)a;
     unsigned saved = flush_subnormals();
-    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, b, e, 0, c->m, c->gx, NULL);
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->sp, c->tau, b, e, 0, c->m, c->gx, NULL);
     restore_fp(saved);
 }
 
 static void lp_grad_w_range(void *a, int64_t b, int64_t e) {
     lp_backward_args *c = (lp_backward_args *)a;
     unsigned saved = flush_subnormals();
-    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->tau, 0, c->n, b, e, NULL, c->gw);
+    DISPATCH(c->isa, lp_grad_tile, c->x, c->w, c->k, c->m, c->g, c->y, c->p, c->ip, c->sp, c->tau, 0, c->n, b, e, NULL, c->gw);
     restore_fp(saved);
 }
 
@@ -307,8 +376,10 @@ int ld_lp_backward(const float *x, const float *w, const float *y, const float *
     int status = check(isa, n, k, m);
     if (status) return status;
     if (!(p >= 1) || isinf(p)) return -4;
+    split_power sp;
     lp_backward_args c = {.x = x, .w = w, .g = g, .y = y, .n = n, .k = k, .m = m, .p = p,
-                          .ip = integer_exponent(p - 1.0), .tau = skip_below(p), .gx = gx, .gw = gw, .isa = isa};
+                          .ip = integer_exponent(p - 1.0), .sp = plan_split_power(p - 1.0, isa, &sp) ? &sp : NULL,
+                          .tau = skip_below(p), .gx = gx, .gw = gw, .isa = isa};
     if (gx && gw) {
         int parts = threads < 1 ? 1 : threads > 64 ? 64 : threads;
         if (parts > n) parts = (int)(n > 0 ? n : 1);

@@ -31,6 +31,8 @@
 #undef V_STORE
 #undef V_SUB
 #undef V_TABLE4
+#undef V_TABLE_E
+#undef E_ENTRIES
 #undef V_TO_I
 #undef V_ZERO
 #undef ivec
