@@ -15,13 +15,21 @@ def numpy_only(monkeypatch):
 
 
 def _compiled_or_skip():
-    if maxplus.backend() != "compiled":
+    if not maxplus.backend().startswith("compiled"):
         pytest.skip("the compiled helper was not built here (no C compiler at install time)")
 
 
-@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (3, 5, 7), (17, 784, 10), (64, 33, 129), (250, 512, 512)])
-def test_compiled_extremes_equal_the_numpy_definition(n, k, m):
+@pytest.fixture(params=maxplus.supported_isas() or ["none"])
+def isa(request, monkeypatch):
+    """Once per instruction set of the helper this CPU runs (forced through the environment)."""
     _compiled_or_skip()
+    monkeypatch.setenv(maxplus.ENV_ISA, request.param)
+    assert maxplus.backend() == f"compiled {request.param}"
+    return request.param
+
+
+@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (3, 5, 7), (7, 9, 17), (17, 784, 10), (64, 33, 129), (250, 512, 512)])
+def test_compiled_extremes_equal_the_numpy_definition(n, k, m, isa):
     rng = np.random.default_rng(n * 1000 + k + m)
     a = rng.normal(size=(n, k)) * rng.choice([1e-300, 1e-8, 1.0, 1e30], size=(n, k))
     w = rng.normal(size=(m, k)).astype(np.float32).astype(np.float64)
@@ -56,7 +64,7 @@ def test_certificates_are_the_same_with_and_without_the_helper(tmp_path, monkeyp
             else:
                 monkeypatch.delenv(maxplus.ENV_NUMPY, raising=False)
             monkeypatch.setattr(maxplus, "_STATE", {})
-            assert maxplus.backend() == ("numpy" if forced else "compiled")
+            assert maxplus.backend().startswith("numpy" if forced else "compiled")
             runs.append(certify(load_graph(path), x, labels, 0.02))
         for field in ("logits", "reference_error", "runtime_error", "lower", "upper", "margin", "ibp", "in_range"):
             assert np.array_equal(getattr(runs[0], field), getattr(runs[1], field)), (p, field)
@@ -65,3 +73,10 @@ def test_certificates_are_the_same_with_and_without_the_helper(tmp_path, monkeyp
 
 def test_without_the_helper_numpy_computes_it(numpy_only):
     assert maxplus.backend() == "numpy" and maxplus.extremes(np.zeros((2, 3)), np.zeros((3, 4))) is None
+
+
+def test_an_instruction_set_this_cpu_lacks_is_refused(monkeypatch):
+    _compiled_or_skip()
+    monkeypatch.setenv(maxplus.ENV_ISA, "avx1024")
+    with pytest.raises(ValueError, match="LINFDIST_VERIFY_ISA=avx1024"):
+        maxplus.extremes(np.zeros((2, 3)), np.zeros((3, 4)))

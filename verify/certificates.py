@@ -32,11 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linfdist.verify import parallel
 from linfdist.verify.graph import Graph
 from linfdist.verify.rules import F32, F64, FLOAT32_SAFE, Affine, Div, Mul, up
 
 #: Pixel domain inputs are clipped to (the threat model: images in [0, 1]).
 DOMAIN = (0.0, 1.0)
+#: Fewest samples per block when a batch is split between cores (smaller blocks cost more than they save).
+MIN_BLOCK = 32
 
 
 def _down(x):
@@ -125,6 +128,24 @@ def certify(graph: Graph, pixels: np.ndarray, labels: np.ndarray, eps: float,
         raise ValueError(f"eps must be finite and >= 0, got {eps}")
     labels = np.asarray(labels, dtype=np.int64)
     lips = lipschitz_bounds or lipschitz(graph)
+    rows = max(MIN_BLOCK, -(-len(pixels) // parallel.cores()))
+    blocks = parallel.run_blocks(len(pixels), rows, lambda i, j: _walk(
+        graph, pixels[i:j], labels[i:j], radius if radius.ndim == 0 else radius[i:j], lips, interval), pool="samples")
+    return blocks[0] if len(blocks) == 1 else _joined(blocks)
+
+
+def _joined(blocks: list[Certificates]) -> Certificates:
+    """One batch's certificates from those of its consecutive blocks of samples."""
+    per_sample = {name: np.concatenate([getattr(b, name) for b in blocks])
+                  for name in ("logits", "reference_error", "runtime_error", "lower", "upper", "labels", "margin",
+                               "ibp", "in_range")}
+    eps = blocks[0].eps if np.ndim(blocks[0].eps) == 0 else np.concatenate([b.eps for b in blocks])
+    return Certificates(lipschitz=blocks[0].lipschitz, eps=eps, **per_sample)
+
+
+def _walk(graph: Graph, pixels: np.ndarray, labels: np.ndarray, radius: np.ndarray, lips: list[np.ndarray],
+          interval: bool) -> Certificates:
+    """certify's walk over one block of checked samples."""
     v = pixels.astype(np.float64)
     err = np.zeros_like(v)
     runtime = np.zeros_like(v)

@@ -2,7 +2,8 @@
 with ctypes), else numpy. Both give the same values: every entry is a maximum of exactly rounded
 differences, which no order of evaluation changes.
 
-``LINFDIST_VERIFY_NUMPY=1`` forces the numpy path (tests compare the two).
+``LINFDIST_VERIFY_NUMPY=1`` forces the numpy path, ``LINFDIST_VERIFY_ISA=portable|avx2|avx512`` one of the
+helper's instruction sets (tests run every one this CPU has; default: the widest).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import os
 
 import numpy as np
 
-ENV_NUMPY = "LINFDIST_VERIFY_NUMPY"
+from linfdist.verify import parallel
+
+ENV_NUMPY, ENV_ISA = "LINFDIST_VERIFY_NUMPY", "LINFDIST_VERIFY_ISA"
+ISAS = ("portable", "avx2", "avx512")
 _STATE: dict = {}
 _D, _I64 = ctypes.POINTER(ctypes.c_double), ctypes.c_int64
 
@@ -26,24 +30,38 @@ def _library():
         if spec is not None and spec.origin and not os.environ.get(ENV_NUMPY):
             try:
                 lib = ctypes.CDLL(spec.origin)
-                lib.vf_extremes.argtypes = [_D, _I64, _I64, _D, _I64, _D, _D, ctypes.c_int]
+                lib.vf_extremes.argtypes = [_D, _I64, _I64, _D, _I64, _D, _D, ctypes.c_int, ctypes.c_int]
                 lib.vf_extremes.restype = ctypes.c_int
+                lib.vf_isa_supported.argtypes = [ctypes.c_int]
+                lib.vf_isa_supported.restype = ctypes.c_int
             except (OSError, AttributeError):
                 lib = None
         _STATE["lib"] = lib
     return _STATE["lib"]
 
 
+def supported_isas() -> list[str]:
+    """The helper's instruction sets this CPU runs (none without the helper)."""
+    lib = _library()
+    return [name for code, name in enumerate(ISAS) if lib is not None and lib.vf_isa_supported(code)]
+
+
+def _isa() -> int:
+    """The instruction set asked for through LINFDIST_VERIFY_ISA (-1: the widest); a bad one is refused."""
+    name = os.environ.get(ENV_ISA, "")
+    if not name:
+        return -1
+    if name not in supported_isas():
+        raise ValueError(f"{ENV_ISA}={name}: this CPU's max-plus instruction sets are {', '.join(supported_isas())}")
+    return ISAS.index(name)
+
+
 def backend() -> str:
-    """What computes the float64 max-plus products here: 'compiled' or 'numpy'."""
-    return "compiled" if _library() is not None else "numpy"
-
-
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """What computes the float64 max-plus products here: 'compiled' (with its instruction set) or 'numpy'."""
+    if _library() is None:
+        return "numpy"
+    isa = _isa()
+    return f"compiled {ISAS[isa] if isa >= 0 else supported_isas()[-1]}"
 
 
 def extremes(a: np.ndarray, weight_t: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -57,6 +75,10 @@ def extremes(a: np.ndarray, weight_t: np.ndarray) -> tuple[np.ndarray, np.ndarra
     m = weight_t.shape[1]
     above, below = np.empty((n, m)), np.empty((n, m))
     ptr = lambda x: x.ctypes.data_as(_D)  # noqa: E731
-    if lib.vf_extremes(ptr(a), n, k, ptr(weight_t), m, ptr(above), ptr(below), _threads()) != 0:
+    threads = 1 if parallel.nested() else parallel.cores()
+    status = lib.vf_extremes(ptr(a), n, k, ptr(weight_t), m, ptr(above), ptr(below), threads, _isa())
+    if status == -2:
+        raise MemoryError(f"max-plus helper: no memory for W^T {weight_t.shape} in panels")
+    if status != 0:
         raise ValueError(f"max-plus helper refused shapes a {a.shape}, W^T {weight_t.shape}")
     return above, below

@@ -29,15 +29,13 @@ float32 intermediate may reach for a certificate to stand (certificates.py check
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from onnx import AttributeProto, helper
 
-from linfdist.verify import maxplus
+from linfdist.verify import maxplus, parallel
 from linfdist.verify.errors import Refused
 
 #: Assumed accuracy of Pow and Tanh in every runtime (ulps of the result); generous on purpose.
@@ -74,7 +72,6 @@ def up(x, roundings: int = 1):
     return np.asarray(x, dtype=np.float64) * (1 + (roundings + 2) * 2.0**-52) + (roundings + 2) * 2.0**-1074
 
 
-_POOL = None
 _SCRATCH = threading.local()
 
 
@@ -85,21 +82,6 @@ def _scratch(shape: tuple) -> np.ndarray:
     if buffer is None or buffer.size < size:
         buffer = _SCRATCH.buffer = np.empty(max(size, BLOCK_ELEMENTS))
     return buffer[:size].reshape(shape)
-
-
-def _parallel(n: int, rows: int, work) -> None:
-    """Run work(i, j) over row blocks of [0, n), on all cores (numpy releases the GIL)."""
-    global _POOL
-    blocks = [(i, min(n, i + rows)) for i in range(0, n, rows)]
-    workers = os.cpu_count() or 1
-    if len(blocks) == 1 or workers == 1:
-        for block in blocks:
-            work(*block)
-        return
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="linfdist-verify")
-    for future in [_POOL.submit(work, *block) for block in blocks]:
-        future.result()
 
 
 def _attributes(node, allowed: dict) -> dict:
@@ -407,7 +389,7 @@ class LpDist(Rule):
             diff.max(axis=2, out=above[i:j])
             np.negative(diff.min(axis=2), out=below[i:j])
 
-        _parallel(n, max(1, BLOCK_ELEMENTS // self.weight.size), work)
+        parallel.run_blocks(n, max(1, BLOCK_ELEMENTS // self.weight.size), work)
         return above, below
 
     def _norms(self, a, b, combine):
@@ -421,7 +403,7 @@ class LpDist(Rule):
             scale = np.where(peak > 0, peak, 1.0)
             out[i:j] = (((d / scale) ** self.p).sum(axis=2, keepdims=True) ** (1 / self.p) * peak)[..., 0]
 
-        _parallel(n, max(1, BLOCK_ELEMENTS // self.weight.size), work)
+        parallel.run_blocks(n, max(1, BLOCK_ELEMENTS // self.weight.size), work)
         return out
 
     def value(self, x):
