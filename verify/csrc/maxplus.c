@@ -20,12 +20,17 @@ typedef struct {
 #define R 4    /* rows of a per pass over W: each loaded W value serves R rows */
 #define CB 256 /* columns per block of the portable version: its 2 R CB accumulators stay in L1 */
 
-/* below = -min_k (a - w): the same value as max_k (w - a), since w - a rounds to -(a - w) exactly. */
+/* below = -min_k (a - w): the same value as max_k (w - a), since w - a rounds to -(a - w) exactly. With
+ * merge, the tile covered a later block of k: the stored extremes of the earlier blocks are combined in. */
 static void store(const job *j, int64_t i0, int rr, int64_t c0, int64_t cw, const double *hi, const double *mn,
-                  int64_t stride) {
+                  int64_t stride, int merge) {
     for (int r = 0; r < rr; r++) {
         double *above = j->above + (i0 + r) * j->m + c0, *below = j->below + (i0 + r) * j->m + c0;
-        for (int64_t c = 0; c < cw; c++) { above[c] = hi[r * stride + c]; below[c] = -mn[r * stride + c]; }
+        for (int64_t c = 0; c < cw; c++) {
+            double h = hi[r * stride + c], l = -mn[r * stride + c];
+            above[c] = merge && above[c] > h ? above[c] : h;
+            below[c] = merge && below[c] > l ? below[c] : l;
+        }
     }
 }
 
@@ -49,49 +54,57 @@ static void rows_portable(const job *j, int64_t i0, int rr, const double **x) {
                 }
             }
         }
-        store(j, i0, rr, c0, cw, hi, mn, CB);
+        store(j, i0, rr, c0, cw, hi, mn, CB, 0);
     }
 }
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-/* Tiles of RT rows x 2V columns (2 vectors of V lanes per row) of maxima and minima in registers over all
- * of k, reading W^T from panels [m_pad / 2V, k, 2V] (packed by vf_extremes: a plain [k, m] W^T strides by
- * m doubles, and at m = 512 every k step lands in the same few L1 sets). max/min of two numbers is exact in
- * any instruction set. Instantiated below for AVX-512 (V = 8, RT = 6: 24 accumulators of 32 registers) and
- * AVX2 (V = 4, RT = 3: 12 of 16); VT is the vector type, OP(f) names the intrinsic _mm512_f / _mm256_f. */
+/* Tiles of RT rows x 2V columns (2 vectors of V lanes per row) of maxima and minima in registers, reading
+ * W^T from panels [m_pad / 2V, k, 2V] (packed by vf_extremes: a plain [k, m] W^T strides by m doubles, and at
+ * m = 512 every k step lands in the same few L1 sets). k runs in equal blocks of at most KB, each block over every panel
+ * and row tile, so a block of a panel (2V KB doubles) stays in L1 while every row tile reads it and the rows'
+ * block stays in L2 (without the blocks, a 5120 x 5120 layer streamed all of W from memory per row tile);
+ * later blocks merge into the stored extremes. max/min of two numbers is exact in any order and instruction
+ * set. Instantiated below for AVX-512 (V = 8, RT = 6: 24 accumulators of 32 registers) and AVX2 (V = 4,
+ * RT = 3: 12 of 16); VT is the vector type, OP(f) names the intrinsic _mm512_f / _mm256_f. */
+#define KB 256
 #define TILES(NAME, TARGET, VT, V, RT, OP)                                                                \
     __attribute__((target(TARGET))) static void NAME(const job *j, const double *panels) {                \
-        for (int64_t i0 = j->n0; i0 < j->n1; i0 += RT) {                                                  \
-            int rr = j->n1 - i0 < RT ? (int)(j->n1 - i0) : RT;                                            \
-            const double *x[RT];                                                                          \
-            for (int r = 0; r < RT; r++) x[r] = j->a + (i0 + (r < rr ? r : rr - 1)) * j->k;                \
+        int64_t kb = (j->k + (j->k + KB - 1) / KB - 1) / ((j->k + KB - 1) / KB); /* equal blocks of <= KB */ \
+        for (int64_t k0 = 0; k0 < j->k; k0 += kb) {                                                       \
+            int64_t k1 = j->k - k0 < kb ? j->k : k0 + kb;                                                 \
             for (int64_t c0 = 0; c0 < j->m; c0 += 2 * V) {                                                \
-                VT h[RT][2], l[RT][2];                                                                    \
-                const double *w = panels + c0 * j->k;                                                     \
-                VT w0 = OP(loadu_pd)(w), w1 = OP(loadu_pd)(w + V);                                        \
-                for (int r = 0; r < RT; r++) {                                                            \
-                    VT xb = OP(set1_pd)(x[r][0]);                                                         \
-                    h[r][0] = l[r][0] = OP(sub_pd)(xb, w0);                                               \
-                    h[r][1] = l[r][1] = OP(sub_pd)(xb, w1);                                               \
-                }                                                                                         \
-                for (int64_t kk = 1; kk < j->k; kk++) {                                                   \
-                    w += 2 * V;                                                                           \
-                    w0 = OP(loadu_pd)(w), w1 = OP(loadu_pd)(w + V);                                       \
+                for (int64_t i0 = j->n0; i0 < j->n1; i0 += RT) {                                          \
+                    int rr = j->n1 - i0 < RT ? (int)(j->n1 - i0) : RT;                                    \
+                    const double *x[RT];                                                                  \
+                    for (int r = 0; r < RT; r++) x[r] = j->a + (i0 + (r < rr ? r : rr - 1)) * j->k;        \
+                    VT h[RT][2], l[RT][2];                                                                \
+                    const double *w = panels + c0 * j->k + k0 * 2 * V;                                    \
+                    VT w0 = OP(loadu_pd)(w), w1 = OP(loadu_pd)(w + V);                                    \
                     for (int r = 0; r < RT; r++) {                                                        \
-                        VT xb = OP(set1_pd)(x[r][kk]);                                                    \
-                        VT d0 = OP(sub_pd)(xb, w0), d1 = OP(sub_pd)(xb, w1);                              \
-                        h[r][0] = OP(max_pd)(h[r][0], d0); l[r][0] = OP(min_pd)(l[r][0], d0);             \
-                        h[r][1] = OP(max_pd)(h[r][1], d1); l[r][1] = OP(min_pd)(l[r][1], d1);             \
+                        VT xb = OP(set1_pd)(x[r][k0]);                                                    \
+                        h[r][0] = l[r][0] = OP(sub_pd)(xb, w0);                                           \
+                        h[r][1] = l[r][1] = OP(sub_pd)(xb, w1);                                           \
                     }                                                                                     \
+                    for (int64_t kk = k0 + 1; kk < k1; kk++) {                                            \
+                        w += 2 * V;                                                                       \
+                        w0 = OP(loadu_pd)(w), w1 = OP(loadu_pd)(w + V);                                   \
+                        for (int r = 0; r < RT; r++) {                                                    \
+                            VT xb = OP(set1_pd)(x[r][kk]);                                                \
+                            VT d0 = OP(sub_pd)(xb, w0), d1 = OP(sub_pd)(xb, w1);                          \
+                            h[r][0] = OP(max_pd)(h[r][0], d0); l[r][0] = OP(min_pd)(l[r][0], d0);         \
+                            h[r][1] = OP(max_pd)(h[r][1], d1); l[r][1] = OP(min_pd)(l[r][1], d1);         \
+                        }                                                                                 \
+                    }                                                                                     \
+                    double hs[RT * 2 * V], ls[RT * 2 * V];                                                \
+                    for (int r = 0; r < RT; r++) {                                                        \
+                        OP(storeu_pd)(hs + r * 2 * V, h[r][0]); OP(storeu_pd)(hs + r * 2 * V + V, h[r][1]); \
+                        OP(storeu_pd)(ls + r * 2 * V, l[r][0]); OP(storeu_pd)(ls + r * 2 * V + V, l[r][1]); \
+                    }                                                                                     \
+                    int64_t cw = j->m - c0 < 2 * V ? j->m - c0 : 2 * V;                                   \
+                    store(j, i0, rr, c0, cw, hs, ls, 2 * V, k0 > 0);                                      \
                 }                                                                                         \
-                double hs[RT * 2 * V], ls[RT * 2 * V];                                                    \
-                for (int r = 0; r < RT; r++) {                                                            \
-                    OP(storeu_pd)(hs + r * 2 * V, h[r][0]); OP(storeu_pd)(hs + r * 2 * V + V, h[r][1]);   \
-                    OP(storeu_pd)(ls + r * 2 * V, l[r][0]); OP(storeu_pd)(ls + r * 2 * V + V, l[r][1]);   \
-                }                                                                                         \
-                int64_t cw = j->m - c0 < 2 * V ? j->m - c0 : 2 * V;                                       \
-                store(j, i0, rr, c0, cw, hs, ls, 2 * V);                                                  \
             }                                                                                             \
         }                                                                                                 \
     }
