@@ -33,6 +33,7 @@ SHAPES = {
     "small": [(128, 1024, 784), (512, 1024, 1024)],
     "paper": [(512, 5120, 784), (512, 5120, 3072), (512, 5120, 5120)],
     "anneal": [(512, 128, 784), (512, 512, 512)],
+    "zoo": [(256, 512, 784), (256, 512, 3072), (256, 512, 512), (256, 1024, 1024)],
 }
 PASSES = ("fwd", "bwd", "fwdbwd", "bounds", "step")
 #: ``--p sweep``: the p values p-annealing passes through, integer and not, beside p = ∞.
@@ -220,7 +221,7 @@ class BenchError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     b = argparse.ArgumentParser(prog="linfdist bench", description="Time the ℓp-dist backends against torch.cdist.")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper, anneal (default: small,paper on CUDA, "
+    b.add_argument("--shapes", help="comma-separated sets: tiny, small, paper, anneal, zoo (default: small,paper on CUDA, "
                                     "small on CPU)")
     b.add_argument("--p", default="inf,8", help="comma-separated p values, or 'sweep' for the p-annealing set "
                                                 "8,16,17,21,21.01,55,381,1000,999.5,inf (default: inf,8)")

@@ -61,3 +61,11 @@ def test_paper_size_nets_have_the_papers_shape_and_task(tmp_path):
         model = load_pretrained(paper.build(net, tmp_path / net, width=16))
         assert (model.config.depth, model.config.input_shape, model.config.eps) == (depth, shape, eps)
         assert model.config.dataset == net and model.config.width == 16
+
+
+def test_skip_fractions_count_the_terms_within_2_to_the_minus_40():
+    rows = _script("skip_fractions").main(["--model", "mnist-5x256-eps0.1", "--images", "4", "--p", "8,1000"])
+    hidden = [r for r in rows if r["out"] == 256]
+    assert len(hidden) == 2 * 4 and all(0 < r["terms"] <= r["groups_of_16"] <= 1 for r in hidden)
+    by_layer = {(r["layer"], r["p"]): r["terms"] for r in rows}
+    assert all(by_layer[(layer, 1000.0)] < by_layer[(layer, 8.0)] for layer, _ in by_layer)
