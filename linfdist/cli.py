@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to train (default: cuda when torch sees one, else cpu)")
+    t.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"], default="auto",
+                   help="under torchrun: the process group's backend (default: nccl on cuda, gloo on cpu)")
     _add_common(t)
 
     c = sub.add_parser("curves", help="redraw a run's curves.png, optionally beside a published run's test log")
@@ -251,16 +253,26 @@ def cmd_train(args) -> int:
         data_dir = args.data_dir
     out = Path(folder or f"runs/{recipe.name}")
     _check_writable(out, "run folder")
+    from linfdist.distributed import World
+
+    device = _train_device(args.device)
+    world = World.from_env(device, args.dist_backend)
+    # torchrun --max-restarts runs the same command again after a failure: it continues the last checkpoint
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and (out / "checkpoint.pt").is_file()
     try:
-        target = train_and_certify(recipe, out, data_dir=data_dir, resume=args.resume, progress=not args.quiet,
-                                   device=_train_device(args.device))
+        target = train_and_certify(recipe, out, data_dir=data_dir, resume=args.resume or restarted,
+                                   progress=not args.quiet, device=device, world=world)
     except KeyboardInterrupt:
+        if not world.main:
+            return 130
         if (out / "checkpoint.pt").is_file():
             print(f"linfdist train: interrupted; progress is saved in {out / 'checkpoint.pt'}, "
                   f"continue with: linfdist train {out} --resume", file=sys.stderr)
         else:
             print("linfdist train: interrupted before the first step; nothing to resume", file=sys.stderr)
         return 130
+    if target is None:  # a rank other than 0: rank 0 certifies and reports
+        return 0
     from huggingface_hub import ModelCard
 
     figures = {r.metric_type: r for r in ModelCard.load(target / "README.md").data.eval_results}

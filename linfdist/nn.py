@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from linfdist.distributed import global_batch_mean
 from linfdist.functional import interval_lp_dist, lp_dist
 from linfdist.rounding import unit_roundoff
 
@@ -130,11 +131,12 @@ class MeanShift(nn.Module):
     def __init__(self, num_features: int, momentum: float = 0.1):
         super().__init__()
         self.momentum = momentum
+        self.global_stats = False  # set by distributed training: the batch mean over every rank's shard
         self.register_buffer("running_mean", torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            mean = x.mean(0)
+            mean = global_batch_mean(x) if self.global_stats else x.mean(0)
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
             return x - mean

@@ -21,6 +21,7 @@ from linfdist.schedules import P_SCHEDULES
 CROP_PADDINGS = ("zeros", "edge")  # what a shifted image shows at its border: zeros, or its edge pixels
 ARCHITECTURE_NAMES = ("LinfDistNet", "LinfDistNetMLP")
 BACKENDS = ("auto", "native", "triton", "torch", "torch-compile")
+MEAN_SHIFT_STATS = ("global", "per-rank")  # distributed training: batch statistics over all ranks, or each its own
 #: field → (lowest value, whether it is excluded): the ranges --set values are checked against.
 _LOWER_BOUNDS = {
     "head_hidden": (1, False), "identity_value": (0, False), "eps_test": (0, False), "eps_train": (0, False),
@@ -81,6 +82,7 @@ class Recipe:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     backend: str = "auto"
+    mean_shift_stats: str = "global"  # on several ranks: the global batch's mean ("global") or each rank's ("per-rank")
     init_from: str = ""  # a checkpoint folder or zoo name whose weights start the run (fine-tuning); "" = random init
 
     @classmethod
@@ -105,6 +107,9 @@ class Recipe:
                 raise LinfdistError(f"recipe field {name} must lie in [0, 1], got {getattr(self, name)!r}")
         if self.architecture not in ARCHITECTURE_NAMES:
             raise LinfdistError(f"unknown architecture {self.architecture!r}; known: {', '.join(ARCHITECTURE_NAMES)}")
+        if self.mean_shift_stats not in MEAN_SHIFT_STATS:
+            raise LinfdistError(f"mean_shift_stats must be one of {', '.join(MEAN_SHIFT_STATS)}, "
+                                f"got {self.mean_shift_stats!r}")
         if self.backend not in BACKENDS:
             raise LinfdistError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.dataset not in DATASETS:

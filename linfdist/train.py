@@ -5,6 +5,11 @@ Each epoch ends with an atomic checkpoint (``checkpoint.pt``, loaded with
 ``checkpoint_minutes`` and on SIGINT; ``resume=True`` continues exactly. The run ends by
 saving the net at p = ∞ as a Hub-layout folder (``model/``: config.json, model.safetensors,
 curves.png). Certifying it and writing its model card is ``linfdist.workflows.train_and_certify``'s job.
+
+Under torchrun (``linfdist.distributed.World``) each rank trains on its shard of every global batch of
+``batch_size`` through DistributedDataParallel; the order and augmentation of the global batches come from
+the seed alone, so a run is the same run on any number of ranks, and a checkpoint resumes on any number.
+Rank 0 alone evaluates, logs, writes the checkpoint and the model folder.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from linfdist.augment import augment
 from linfdist.curves import CURVES_FILE, plot_curves
 from linfdist.data import dataset_info, load_dataset, resolve_data_dir
 from linfdist.device import device_name
+from linfdist.distributed import World
 from linfdist.errors import LinfdistError
 from linfdist.evaluate import evaluate, pixels
 from linfdist.files import atomic_path
 from linfdist.losses import training_loss
 from linfdist.models import LinfDistNet, LinfDistNetMLP, load_pretrained
+from linfdist.nn import MeanShift
 from linfdist.optim import make_optimizer
 from linfdist.recipe import CROP_PADDINGS, RECIPES, Recipe, get_recipe  # noqa: F401 - public names of linfdist.train
 from linfdist.schedules import eps_at, lr_at, lr_factor, p_at
@@ -91,19 +98,51 @@ class Progress:
     sums: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0, "n": 0, "eps": 0.0})
 
 
+class _Replicated(torch.nn.Module):
+    """The net and, where the loss uses it, the logit scale as one module: DistributedDataParallel averages
+    the gradients of both."""
+
+    def __init__(self, model: torch.nn.Module, scale: torch.nn.Parameter | None):
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 class Run:
     """The trainable state of a run and its checkpoint file."""
 
-    def __init__(self, recipe: Recipe, path: Path, device: str = "cpu"):
-        self.recipe, self.path, self.device = recipe, path, torch.device(device)
+    def __init__(self, recipe: Recipe, path: Path, device: str = "cpu", world: World | None = None):
+        self.world = world or World()
+        self.recipe, self.path, self.device = recipe, path, torch.device(self.world.device(device))
         torch.manual_seed(recipe.seed)
         self.model = build_model(recipe).to(self.device)  # initialised on the CPU: the same net on any device
         self.optimizer, self.scale, self.decay = make_optimizer(self.model, recipe)
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.progress = Progress()
+        self.forward = self.model
+
+    def replicate(self) -> None:
+        """On several ranks: train through DistributedDataParallel (rank 0's weights broadcast at the start),
+        with mean-shift statistics over the global batch unless the recipe asks for each rank's own."""
+        if not self.world.distributed:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        for module in self.model.modules():
+            if isinstance(module, MeanShift):
+                module.global_stats = self.recipe.mean_shift_stats == "global"
+        replicated = _Replicated(self.model, self.scale if self.recipe.loss == "v2" else None)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.forward = DistributedDataParallel(replicated, device_ids=ids)
 
     def save(self) -> None:
-        """Everything needed to continue exactly: weights, Adam, scale, RNG, position in the epoch."""
+        """Everything needed to continue exactly: weights, Adam, scale, RNG, position in the epoch. On several
+        ranks every rank comes here at the same step; rank 0 writes once all have finished it."""
+        self.world.barrier()
+        if not self.world.main:
+            return
         p = self.progress
         _atomic_save({"format": CHECKPOINT_FORMAT, "recipe": asdict(self.recipe), "epoch": p.epoch, "step": p.step,
                       "order": p.order, "sums": p.sums, "model": self.model.state_dict(),
@@ -157,13 +196,13 @@ class StopRequest:
 def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, started: float) -> bool:
     """Continue the epoch in ``run.progress`` (its clock started at ``started``); False when stopped
     early (after a checkpoint)."""
-    recipe, model, pos = run.recipe, run.model, run.progress
+    recipe, model, pos, world = run.recipe, run.model, run.progress, run.world
     model.train()
     steps = math.ceil(len(x_all) / recipe.batch_size)  # the last partial batch is kept, as the authors' loader does
     if pos.order is None:
         pos.order = torch.randperm(len(x_all), generator=run.generator)
-    bar = tqdm(total=steps, initial=pos.step, desc=f"epoch {pos.epoch + 1}/{recipe.epochs}", disable=not progress,
-               leave=False)
+    bar = tqdm(total=steps, initial=pos.step, desc=f"epoch {pos.epoch + 1}/{recipe.epochs}",
+               disable=not (progress and world.main), leave=False)
     last_save = time.monotonic()
     while pos.step < steps:
         t = pos.epoch + pos.step / steps
@@ -173,26 +212,32 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
         for group in run.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         idx = pos.order[pos.step * recipe.batch_size: (pos.step + 1) * recipe.batch_size]
-        x, y = augment(x_all[idx], recipe, run.generator), y_all[idx]
-        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-        logits = model(x)
+        x, y = augment(x_all[idx], recipe, run.generator), y_all[idx]  # every rank draws the whole global batch
+        shard = world.shard(len(y))
+        x, y = x[shard].to(run.device, non_blocking=True), y[shard].to(run.device, non_blocking=True)
+        logits = run.forward(x)
         loss = training_loss(logits, y, recipe, model.trunk.input_lipschitz(), run.scale, t)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at epoch {pos.epoch + 1} step {pos.step}; "
                                      f"the last good checkpoint is kept in {run.path}")
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DistributedDataParallel averages over ranks: weighting each shard's mean by its share of the global
+        # batch makes that average the global batch's mean, shards of unequal size included
+        (loss * (len(y) * world.size / len(idx)) if world.distributed else loss).backward()
         run.decay.step(run.optimizer.param_groups[0]["lr"])
         run.optimizer.step()
-        pos.sums["loss"] += loss.item() * len(y)
-        pos.sums["correct"] += int((logits.argmax(1) == y).sum())
-        pos.sums["n"] += len(y)
+        due = world.main and time.monotonic() - last_save > 60 * recipe.checkpoint_minutes
+        loss_sum, correct, n, stops, saves = world.sum([loss.item() * len(y), float((logits.argmax(1) == y).sum()),
+                                                        float(len(y)), float(stop.is_set()), float(due)])
+        pos.sums["loss"] += loss_sum
+        pos.sums["correct"] += int(correct)
+        pos.sums["n"] += int(n)
         pos.sums["eps"] = eps
         pos.step += 1
         bar.update(1)
         bar.set_postfix(p=f"{p:g}", eps=f"{eps:.3f}", loss=f"{pos.sums['loss'] / pos.sums['n']:.4f}")
-        stopping = stop.is_set()
-        if stopping or time.monotonic() - last_save > 60 * recipe.checkpoint_minutes:
+        stopping = stops > 0  # a stop on any rank stops every rank at this step
+        if stopping or saves > 0:
             pos.sums["seconds"] = time.perf_counter() - started
             run.save()
             last_save = time.monotonic()
@@ -204,8 +249,10 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
 
 
 def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progress: bool = True,
-          stop: StopRequest | None = None, device: str = "cpu", start: Path | None = None) -> Path:
-    """Run (or resume) a recipe into ``out`` on ``device`` (cpu, cuda); returns the Hub-layout model folder.
+          stop: StopRequest | None = None, device: str = "cpu", start: Path | None = None,
+          world: World | None = None) -> Path | None:
+    """Run (or resume) a recipe into ``out`` on ``device`` (cpu, cuda); returns the Hub-layout model folder
+    (None on ranks other than 0 of a distributed ``world``).
 
     A new run starts from the weights of the checkpoint folder ``start`` when given, else from
     ``recipe.init_from`` when that is a folder (``linfdist.workflows`` resolves zoo names), else
@@ -232,29 +279,33 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
         train_x, train_y = train_x[: recipe.train_limit], train_y[: recipe.train_limit]
     if len(train_x) < recipe.batch_size:
         raise LinfdistError(f"batch_size {recipe.batch_size} exceeds the {len(train_x)} training images")
+    world = world or World()
     out.mkdir(parents=True, exist_ok=True)
+    world.barrier()  # every rank has seen the checkpoint (or its absence) before rank 0 writes anything
 
-    run = Run(recipe, ckpt_path, device)
+    run = Run(recipe, ckpt_path, device, world)
     if resume:
         run.restore()
     elif start is not None or recipe.init_from:
         start_from(run.model, _start_folder(recipe, start))
-    (out / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2) + "\n")
-    if not resume or not (out / RUN_FILE).is_file():
-        resolved = resolve_data_dir(data_dir)
-        (out / RUN_FILE).write_text(json.dumps({"data_dir": str(resolved.resolve()) if resolved else None}) + "\n")
+    run.replicate()
+    if world.main:
+        (out / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+        if not resume or not (out / RUN_FILE).is_file():
+            resolved = resolve_data_dir(data_dir)
+            (out / RUN_FILE).write_text(json.dumps({"data_dir": str(resolved.resolve()) if resolved else None}) + "\n")
     stop = stop or StopRequest()
     x_all, y_all = pixels(train_x), torch.from_numpy(train_y).long()
-    with _sigint_sets(stop):
+    with _stop_signals(stop, world.distributed):
         while run.progress.epoch < recipe.epochs:
             # seconds already spent on this epoch before an interruption come back with the checkpoint
             started = time.perf_counter() - run.progress.sums.get("seconds", 0.0)
             if not _train_epoch(run, x_all, y_all, stop, progress, started):
                 raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
             _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
-            if stop.is_set():  # arrived during the evaluation: the epoch's checkpoint is saved
+            if world.sum([float(stop.is_set())])[0] > 0:  # arrived during the evaluation: the epoch is saved
                 raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
-    return save_model(run, out)
+    return save_model(run, out) if world.main else None
 
 
 def _start_folder(recipe: Recipe, start: Path | None) -> Path:
@@ -267,8 +318,13 @@ def _start_folder(recipe: Recipe, start: Path | None) -> Path:
 
 
 def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bool) -> None:
-    """Evaluate at p = ∞ with PGD, log the epoch, draw the curves and checkpoint."""
+    """Evaluate at p = ∞ with PGD, log the epoch, draw the curves and checkpoint (rank 0 alone; the others
+    wait for its checkpoint)."""
     recipe, pos = run.recipe, run.progress
+    if not run.world.main:
+        run.progress = Progress(pos.epoch + 1)
+        run.save()
+        return
     ev = evaluate_at_linf(run.model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe, progress,
                           seed=recipe.seed + pos.epoch)
     p = p_at(recipe, pos.epoch)
@@ -296,16 +352,19 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
 
 
 @contextlib.contextmanager
-def _sigint_sets(stop: StopRequest):
-    """Route SIGINT to ``stop`` while training (main thread only), restoring the old handler."""
+def _stop_signals(stop: StopRequest, distributed: bool):
+    """Route SIGINT to ``stop`` while training (main thread only), and SIGTERM too on several ranks (what
+    torchrun sends every rank when one fails or it is interrupted), restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, stop)
+    signals = [signal.SIGINT, signal.SIGTERM] if distributed else [signal.SIGINT]
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def evaluate_at_linf(model, images, labels, recipe: Recipe, progress: bool, seed: int = 0):

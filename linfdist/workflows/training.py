@@ -13,10 +13,11 @@ from linfdist.zoo.registry import get_entry
 
 
 def train_and_certify(recipe, out, data_dir=None, resume: bool = False, progress: bool = True, stop=None,
-                      device: str = "cpu") -> Path:
+                      device: str = "cpu", world=None) -> Path | None:
     """``linfdist.train.train`` into ``out`` (a zoo name in ``recipe.init_from`` resolved to its folder), then
     the full test split certified from the exported model and the card written from what the verifier derived.
-    Returns the model folder ``out/model``."""
+    Returns the model folder ``out/model`` (None on the ranks other than 0 of a distributed ``world``, which
+    only train)."""
     from linfdist.curves import read_metrics, run_summary
     from linfdist.data import load_dataset
     from linfdist.models import load_pretrained
@@ -27,7 +28,9 @@ def train_and_certify(recipe, out, data_dir=None, resume: bool = False, progress
     if start is not None and start.is_onnx:
         raise LinfdistError(f"init_from {recipe.init_from}: an ONNX file has no weights to start from")
     target = train(recipe, out, data_dir=data_dir, resume=resume, progress=progress, stop=stop, device=device,
-                   start=start.path if start is not None and not resume else None)
+                   start=start.path if start is not None and not resume else None, world=world)
+    if target is None:
+        return None
     images, labels = load_dataset(recipe.dataset, "test", data_dir)
     results = certify_folder(target, images, labels, recipe.eps_test, progress=progress)
     base = get_entry(start.zoo_name).repo_id if start is not None and start.zoo_name else None
