@@ -172,6 +172,7 @@ def cmd_verify(args) -> int:
     (each runs the exported file's graph)."""
     import tempfile
 
+    from linfdist.distributed import World
     from linfdist.runtimes import torch_runtimes
     from linfdist.verify.cli import run
     from linfdist.workflows import onnx_file, resolve_model
@@ -181,9 +182,13 @@ def cmd_verify(args) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise CliError(f"--plot must name a .png file, got {args.plot!r}")
     source = resolve_model(args.model)
+    world = World.from_env("cpu", "gloo")  # under torchrun: each rank verifies its share of the test set
+    if world.distributed and "LINFDIST_VERIFY_THREADS" not in os.environ:  # the ranks on a node share its cores
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+        os.environ["LINFDIST_VERIFY_THREADS"] = str(max(1, (os.cpu_count() or 1) // local_ranks))
     with tempfile.TemporaryDirectory(prefix="linfdist-verify-") as tmp:
         return run(args, onnx_file(source, Path(tmp)), torch_runtimes, None if source.is_onnx else str(source.path),
-                   plot=plot_robustness)
+                   plot=plot_robustness, shard=(world.rank, world.size), gather=world.gather)
 
 
 def cmd_certify(args) -> int:

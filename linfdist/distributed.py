@@ -65,6 +65,14 @@ class World:
         if self.distributed:
             dist.barrier()
 
+    def gather(self, obj) -> list | None:
+        """Every rank's ``obj`` (picklable), in rank order, on rank 0; None on the others."""
+        if not self.distributed:
+            return [obj]
+        parts = [None] * self.size if self.main else None
+        dist.gather_object(obj, parts, dst=0)
+        return parts
+
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums over the ranks (float64), the same list on every rank."""
         if not self.distributed:

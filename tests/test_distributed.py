@@ -158,3 +158,63 @@ def test_a_wrong_backend_is_refused(monkeypatch):
         World.from_env("cpu", "mpi")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert World.from_env("cpu", "nccl") == World()  # one process: no process group, nothing to refuse
+
+
+def _verify_args(tmp_path, name, extra=()):
+    from linfdist.cli import build_parser
+
+    return build_parser().parse_args(["verify", "mnist-5x256-eps0.1", "--limit", "230", "--batch-size", "64",
+                                      "--quiet", "--eps", "0.05,0.1", "--json", str(tmp_path / f"{name}.json"),
+                                      *extra])
+
+
+def _report(path: Path) -> dict:
+    """A report's JSON without its times (the one thing sharding changes)."""
+    report = json.loads(path.read_text())
+    report.pop("seconds"), report.pop("created")
+    for row in report["runtimes"]:
+        row.pop("seconds")
+    return report
+
+
+def test_a_sharded_verify_reports_what_one_run_reports(tmp_path, capsys):
+    """Three shards run one after the other here, the gather handing rank 0 every part in rank order."""
+    import linfdist.verify.cli as verify_cli
+    from linfdist.cli import cmd_verify
+
+    assert cmd_verify(_verify_args(tmp_path, "whole")) == 0
+    capsys.readouterr()
+    others = []
+
+    def gather(part, rank):
+        if rank:
+            others.append(part)
+            return None
+        return [part, *others]
+
+    original = verify_cli.run
+    for rank in (1, 2, 0):
+        def sharded(*a, rank=rank, **k):
+            return original(*a, **{**k, "shard": (rank, 3), "gather": lambda part: gather(part, rank)})
+        verify_cli.run = sharded
+        try:
+            assert cmd_verify(_verify_args(tmp_path, "sharded")) == 0
+        finally:
+            verify_cli.run = original
+        assert (capsys.readouterr().out == "") == (rank != 0), "only rank 0 reports"
+    assert _report(tmp_path / "sharded.json") == _report(tmp_path / "whole.json")
+
+
+def test_torchrun_verify_equals_a_single_process_run(tmp_path):
+    common = ["-m", "linfdist", "verify", "mnist-5x256-eps0.1", "--limit", "300", "--quiet", "--runtimes",
+              "reference,torch-native,ort-cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, *common, "--json", str(tmp_path / "one.json")], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          str(_free_port()), *common, "--json", str(tmp_path / "two.json")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("verifier: clean") == 1
+    assert _report(tmp_path / "two.json") == _report(tmp_path / "one.json")

@@ -42,3 +42,26 @@ def test_work_inside_a_block_stays_on_its_thread():
     if parallel.cores() > 1:
         assert all(inside for inside, _ in seen)
     assert [inner for _, inner in seen] == [[0, 1, 2]] * 4
+
+
+def test_merged_shard_reports_pool_counts_lists_and_failures():
+    from types import SimpleNamespace
+
+    from linfdist.verify.compare import Report, RuntimeResult, merge_reports
+
+    def part(n, correct, certified, differing, failed=False):
+        rows = [RuntimeResult("reference", "ref", "", 100 * correct / n, 100 * certified / n, 0.0, 0, [], 1.0),
+                RuntimeResult("ort-cpu", "ort", "failed at sample 7: boom") if failed else
+                RuntimeResult("ort-cpu", "ort", "", 100 * correct / n, 100 * certified / n, 1e-6 * n, 1, differing,
+                              2.0 * n)]
+        return Report("m", "h", "mnist", 0.1, n, 100 * correct / n, 100 * certified / n, 100 * certified / n,
+                      100 * certified / n, rows, {}, 3.0 * n, computed="full")
+
+    graph = SimpleNamespace(metadata={})
+    merged = merge_reports([part(3, 2, 1, [{"index": 1}]), part(4, 4, 3, [{"index": 5}, {"index": 6}])], graph, False)
+    assert merged.n == 7 and merged.clean_accuracy == 100 * 6 / 7 and merged.certified_accuracy == 100 * 4 / 7
+    ort = merged.runtimes[1]
+    assert [d["index"] for d in ort.differing] == [1, 5, 6] and ort.outside_rounding_bound == 2
+    assert ort.max_abs_dlogit == 4e-6 and ort.seconds == 8.0 and merged.seconds == 12.0
+    failed = merge_reports([part(3, 2, 1, []), part(4, 4, 3, [], failed=True)], graph, False)
+    assert not failed.runtimes[1].available and failed.runtimes[1].reason == "failed at sample 7: boom"

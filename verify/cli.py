@@ -11,7 +11,7 @@ import numpy as np
 
 from linfdist.verify import maxplus
 from linfdist.verify.certificates import DOMAIN
-from linfdist.verify.compare import CLAIM_TOLERANCE, verify_dataset
+from linfdist.verify.compare import CLAIM_TOLERANCE, merge_reports, verify_dataset
 from linfdist.verify.datasets import DATASETS, DatasetError, load_dataset
 from linfdist.verify.errors import Refused, first_line
 from linfdist.verify.graph import Graph, load_graph
@@ -151,10 +151,15 @@ def _defaults(graph: Graph, args) -> tuple[str, float]:
 
 
 def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtime]] | None = None,
-        source: str | None = None, plot: Callable | None = None) -> int:
+        source: str | None = None, plot: Callable | None = None, shard: tuple[int, int] = (0, 1),
+        gather: Callable | None = None) -> int:
     """Verify ``onnx_path`` as ``args`` ask; ``more_runtimes(graph)`` gives the caller's runtimes of the
     accepted graph (the torch ones; none without torch); ``source`` names what the file was exported from;
-    ``plot(report, graph, path)`` draws the curve for ``--plot`` (the caller's: it needs more than numpy)."""
+    ``plot(report, graph, path)`` draws the curve for ``--plot`` (the caller's: it needs more than numpy).
+
+    ``shard = (rank, ranks)`` verifies only that rank's consecutive share of the test images; ``gather(part)``
+    (the caller's collective) returns every rank's part, in rank order, on rank 0 and None elsewhere. Rank 0
+    merges them into the report a single run prints and writes; the other ranks print nothing."""
     for name in ("limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -188,11 +193,20 @@ def run(args, onnx_path: Path, more_runtimes: Callable[[Graph], dict[str, Runtim
             raise UsageError(f"runtime {'; '.join(missing)} cannot run here; --runtimes all lists what can")
     if REFERENCE not in names:
         runtimes.insert(0, available[REFERENCE])
-    report = verify_dataset(graph, images, labels, eps, dataset, runtimes, args.batch_size,
-                            progress=not args.quiet, full_split=full, source=source,
-                            decision_only=args.decision_only)
+    rank, ranks = shard
+    mine = slice(len(images) * rank // ranks, len(images) * (rank + 1) // ranks)
+    progress = not args.quiet and rank == 0
+    report = verify_dataset(graph, images[mine], labels[mine], eps, dataset, runtimes, args.batch_size,
+                            progress=progress, full_split=full, source=source, decision_only=args.decision_only,
+                            offset=mine.start)
+    radius = radii_of(graph, images[mine], labels[mine], radii, args.batch_size, progress) if wants_curve else None
+    if ranks > 1:
+        parts = gather((report, radius))
+        if parts is None:
+            return 0
+        report = merge_reports([part for part, _ in parts], graph, full)
+        radius = np.concatenate([r for _, r in parts]) if wants_curve else None
     if wants_curve:
-        radius = radii_of(graph, images, labels, radii, args.batch_size, progress=not args.quiet)
         report.radii = [float(r) for r in radius]
         report.curve = curve(radius, radii)
     if args.json:  # before the table: a reader that closes the pipe early must not lose the report

@@ -112,11 +112,13 @@ def sha256(path: Path) -> str:
 
 def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: float, dataset: str,
                    runtimes: list[Runtime], batch_size: int = 500, progress: bool = True,
-                   full_split: bool = False, source: str | None = None, decision_only: bool = False) -> Report:
+                   full_split: bool = False, source: str | None = None, decision_only: bool = False,
+                   offset: int = 0) -> Report:
     """Certify every sample, run every available runtime on the same pixels, compare; ``full_split``
     says the whole test split is there (so the card's claims can be checked), ``source`` what the
     ONNX file was exported from. ``decision_only`` certifies with ``certificates.decide`` (the same
-    decisions, no margin/IBP breakdown) and runs the reference alone."""
+    decisions, no margin/IBP breakdown) and runs the reference alone. ``offset``: the index of the first
+    image in the test split, for a shard of it (``merge_reports`` joins the shards' reports)."""
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need a non-empty set of images with one label each, got {len(images)} and {len(labels)}")
     if tuple(images.shape[1:]) != graph.sample_shape:  # a data set the model was not made for: the user's error
@@ -129,9 +131,9 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
     counts = np.zeros(4, dtype=np.int64)  # correct, certified, margin, ibp (as in Report)
     reference_seconds = 0.0
     bar = progress_bar(len(images), progress)
-    for offset in range(0, len(images), batch_size):
-        x = pixels(images[offset: offset + batch_size])
-        y = labels[offset: offset + batch_size]
+    for start in range(0, len(images), batch_size):
+        x = pixels(images[start: start + batch_size])
+        y = labels[start: start + batch_size]
         t = time.perf_counter()
         cert = (decide if decision_only else certify)(graph, x, y, eps, lips)
         reference_seconds += time.perf_counter() - t
@@ -141,9 +143,9 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
                 continue
             t = time.perf_counter()
             try:
-                tally.add(cert, tally.runtime.logits(x), offset, time.perf_counter() - t)
+                tally.add(cert, tally.runtime.logits(x), offset + start, time.perf_counter() - t)
             except Exception as err:  # noqa: BLE001 - a runtime's own error (ORT raises its own types) is its row's
-                tally.failure = f"failed at sample {offset}: {type(err).__name__}: {first_line(err)}"
+                tally.failure = f"failed at sample {offset + start}: {type(err).__name__}: {first_line(err)}"
         if bar is not None:
             bar.update(len(x))
     if bar is not None:
@@ -167,6 +169,34 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
                   results, _claims(graph.metadata, float(pct[0]), float(pct[1]), eps, full_split),
                   round(time.perf_counter() - start, 3), computed=DECISION if decision_only else FULL,
                   classes=_classes(graph.metadata))
+
+
+def merge_reports(parts: list[Report], graph: Graph, full_split: bool) -> Report:
+    """One report from those of consecutive shards of a test set (in order): the figures, per-sample lists
+    and claims a run over all of it gives; times are the slowest shard's (the shards ran side by side)."""
+    n = sum(part.n for part in parts)
+
+    def pooled(figure) -> float:  # each shard's percentage back to its count (exact), then over all n
+        return 100.0 * sum(round(figure(part) * part.n / 100) for part in parts) / n
+
+    runtimes = []
+    for rows in zip(*(part.runtimes for part in parts)):
+        failed = next((row for row in rows if not row.available), None)
+        if failed is not None:
+            runtimes.append(RuntimeResult(failed.name, failed.description, failed.reason))
+            continue
+        runtimes.append(RuntimeResult(
+            rows[0].name, rows[0].description, "", pooled(lambda p, i=len(runtimes): p.runtimes[i].clean_accuracy),
+            pooled(lambda p, i=len(runtimes): p.runtimes[i].certified_accuracy),
+            max(row.max_abs_dlogit for row in rows), sum(row.outside_rounding_bound for row in rows),
+            [d for row in rows for d in row.differing], max(row.seconds for row in rows)))
+    first = parts[0]
+    clean, certified = pooled(lambda p: p.clean_accuracy), pooled(lambda p: p.certified_accuracy)
+    margin, ibp = ((None, None) if first.margin_accuracy is None else
+                   (pooled(lambda p: p.margin_accuracy), pooled(lambda p: p.ibp_accuracy)))
+    return Report(first.model, first.sha256, first.dataset, first.eps, n, clean, certified, margin, ibp, runtimes,
+                  _claims(graph.metadata, clean, certified, first.eps, full_split), max(p.seconds for p in parts),
+                  computed=first.computed, classes=first.classes)
 
 
 def _classes(metadata: dict) -> list | None:

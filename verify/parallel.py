@@ -12,8 +12,14 @@ _LOCAL = threading.local()
 _POOLS: dict[str, ThreadPoolExecutor] = {}
 
 
+ENV_THREADS = "LINFDIST_VERIFY_THREADS"
+
+
 def cores() -> int:
-    """The cores this process may run on."""
+    """The threads the verifier runs: LINFDIST_VERIFY_THREADS where set (``linfdist verify`` under torchrun
+    gives each rank its share of the cores), else the cores this process may run on."""
+    if os.environ.get(ENV_THREADS, "").isdigit() and int(os.environ[ENV_THREADS]) >= 1:
+        return int(os.environ[ENV_THREADS])
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
