@@ -49,9 +49,17 @@ class World:
             backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
         if backend == "nccl" and torch.device(device).type != "cuda":
             raise LinfdistError("the nccl backend needs CUDA devices (--device cuda); use gloo on the CPU")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
-            dist.init_process_group(backend)
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+            # torchrun's store, its keys prefixed by the restart: after --max-restarts starts the workers again,
+            # gloo would otherwise read the addresses the previous attempt's workers published
+            store, rank, world_size = next(dist.rendezvous("env://"))
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            dist.init_process_group(backend, store=dist.PrefixStore(f"linfdist/attempt-{attempt}", store), rank=rank,
+                                    world_size=world_size)
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank)
 
     def device(self, device: str) -> str:
         """The device this rank trains on: its own GPU (LOCAL_RANK) for cuda, the CPU otherwise."""

@@ -218,3 +218,35 @@ def test_torchrun_verify_equals_a_single_process_run(tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("verifier: clean") == 1
     assert _report(tmp_path / "two.json") == _report(tmp_path / "one.json")
+
+
+@pytest.mark.slow
+def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_resumes(tmp_path, shared_data):
+    """torchrun --max-restarts 1: a rank killed mid-run takes the others down with the last checkpoint kept;
+    the restarted command continues it, and every epoch is logged once."""
+    import time
+
+    out = tmp_path / "run"
+    sets = ["--set", "width=16", "--set", "head_hidden=16", "--set", "epochs=4", "--set", "batch_size=32",
+            "--set", "train_limit=3000", "--set", "eval_limit=32", "--set", "pgd_steps=0", "--set",
+            "checkpoint_minutes=0.002"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                 "--max-restarts", "1", "--standalone", "-m", "linfdist", "train",
+                                 str(out), "--recipe", "mnist-tiny", *sets, "--device", "cpu", "--quiet",
+                                 "--threads", "1", "--data-dir", str(shared_data)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (out / METRICS).is_file() and time.monotonic() < deadline:  # epoch 1 done: kill during epoch 2
+        time.sleep(0.2)
+    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+    assert workers, "torchrun's workers not found"
+    os.kill(max(workers), 9)
+    logged_before_the_kill = len((out / METRICS).read_text().splitlines())
+    assert logged_before_the_kill < 4, "the kill came too late to test a restart"
+    stdout, stderr = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, stderr[-3000:]  # a killed worker fails the launch unless torchrun restarted it
+    epochs = [json.loads(line)["epoch"] for line in (out / METRICS).read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+    assert stdout.count("model written to") == 1
