@@ -146,16 +146,16 @@ def _version() -> str:
 
 
 def _check_writable(folder: Path, what: str) -> None:
-    """Before any work: ``folder`` exists (or can be made) and takes a file (a probe: permission bits alone do
-    not tell)."""
-    import tempfile
+    """Before any work: ``folder`` exists (or can be made) and takes a file."""
+    from linfdist.verify.cli import unwritable
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".linfdist-probe-"):
-            pass
     except OSError as err:
         raise CliError(f"{what} {folder}: cannot write there ({err.strerror or type(err).__name__})") from None
+    problem = unwritable(folder)
+    if problem:
+        raise CliError(f"{what} {folder}: cannot write there ({problem})")
 
 
 def _set_threads(n: int | None) -> None:

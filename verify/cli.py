@@ -93,7 +93,6 @@ def check_output_paths(args) -> None:
     """Before any work: --json must be a writable file path (a file already there only if it is an earlier
     report, so a model is never overwritten by mistake), --vnnlib a writable folder path."""
     import json
-    import tempfile
 
     for option, path, folder in (("--json", args.json, False), ("--vnnlib", args.vnnlib, True)):
         if path is None:
@@ -114,11 +113,22 @@ def check_output_paths(args) -> None:
         parent = (target if folder and target.is_dir() else target.parent).resolve()
         if not parent.is_dir():
             raise UsageError(f"{option} {path}: folder {parent} does not exist")
-        try:  # a probe file: permission bits alone do not tell (root, read-only mounts, /proc)
-            with tempfile.NamedTemporaryFile(dir=parent, prefix=".linfdist-probe-"):
-                pass
-        except OSError as err:
-            raise UsageError(f"{option} {path}: folder {parent} is not writable ({err.strerror})") from None
+        problem = unwritable(parent)
+        if problem:
+            raise UsageError(f"{option} {path}: folder {parent} is not writable ({problem})")
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, or None: a probe file, since permission bits alone do not
+    tell (root, read-only mounts, /proc)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".linfdist-probe-"):
+            pass
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    return None
 
 
 def requested_runtimes(value: str) -> list[str]:
