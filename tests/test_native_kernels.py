@@ -43,7 +43,7 @@ def operands(n, m, k, seed=0, layout="contiguous"):
     return x.requires_grad_(), w.requires_grad_()
 
 
-@pytest.mark.parametrize("n,m,k", SHAPES)
+@pytest.mark.parametrize("n,m,k", [*SHAPES, (3, 70, 6000), (9, 130, 2100)])  # the last two read k in blocks
 def test_linf_forward_index_and_gradients_equal_the_reference_bitwise(n, m, k, isa, threads):
     assert native.isa_name() == isa
     x, w = operands(n, m, k)
@@ -54,6 +54,17 @@ def test_linf_forward_index_and_gradients_equal_the_reference_bitwise(n, m, k, i
     grads = torch.autograd.grad(native.native_lp_dist(x, w), (x, w), g)
     ref = torch.autograd.grad(torch_dist.torch_lp_dist(x, w), (x, w), g)
     assert all(torch.equal(a, b) for a, b in zip(grads, ref))
+
+
+def test_linf_ties_across_blocks_of_k_keep_the_first_arg_max(isa):
+    """Blocks of k (large K) resume from the stored maxima: a later block's equal value must not take the index."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randint(-2, 3, (5, 6000), generator=gen).float()
+    w = torch.randint(-2, 3, (70, 6000), generator=gen).float()
+    y, index = native.linf_forward(x, w, want_index=True)
+    ref_y, ref_index = torch_dist._forward_block(torch_dist.AbsDiff, math.inf, True, (None, None), w, x)
+    assert torch.equal(y, ref_y) and torch.equal(index, ref_index)
+    assert (index < 100).all(), "the maximum 4 first appears early; a later block must not have taken it"
 
 
 @pytest.mark.parametrize("m,k", [(1, 1), (23, 5), (65, 300), (130, 17)])

@@ -10,52 +10,77 @@
 #define CAT(a, b) CAT_(a, b)
 #define NAME(f) CAT(f, SUFFIX)
 
-/* p = inf: y[n, m] = max_k |x[n, k] - w[m, k]| and (if idx) the first arg-max k. */
+#define LINF_PANEL_BYTES (512 << 10) /* a panel ([K, T] floats) above this is read in blocks of k (linf_rows) */
+
+/* p = inf: y[n, m] = max_k |x[n, k] - w[m, k]| and (if idx) the first arg-max k. Where a panel outgrows
+ * LINF_PANEL_BYTES (the papers' k = 3072, 5120: each 4-row tile streamed 0.8-1.3 MB of it from L2 or beyond), k
+ * runs in blocks of 32 KiB of panel, each over every panel and row tile, the tiles resuming from the maxima and
+ * arg-maxima stored by the block before (a later block takes an index only where it is strictly larger: the
+ * first arg-max is kept). */
 TARGET static void NAME(linf_rows)(const float *x, int64_t k, const float *wt, int64_t mp, int64_t m,
                                    int64_t n0, int64_t n1, float *y, int32_t *idx) {
     (void)mp;
-    for (int64_t r0 = n0; r0 < n1; r0 += R) {
-        const float *xr[R];
-        for (int r = 0; r < R; r++) xr[r] = x + (r0 + r < n1 ? r0 + r : n1 - 1) * k;
+    int64_t kb = (int64_t)k * CV * VW * 4 > LINF_PANEL_BYTES ? (32 << 10) / (CV * VW * 4) : k;
+    for (int64_t k0 = 0; k0 < k; k0 += kb) {
+        int64_t k1 = k - k0 < kb ? k : k0 + kb;
         for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
-            vec acc[R][CV];
-            ivec arg[R][CV];
-            for (int r = 0; r < R; r++)
-                for (int v = 0; v < CV; v++) { acc[r][v] = V_ZERO(); arg[r][v] = IV_SET1(0); }
-            const float *wp = wt + c0 * k;
-            if (idx) {
-                for (int64_t kk = 0; kk < k; kk++, wp += CV * VW) {
-                    ivec kv = IV_SET1((int32_t)kk);
-                    vec w[CV];
-                    for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
-                    for (int r = 0; r < R; r++) {
-                        vec xb = V_SET1(xr[r][kk]);
-                        for (int v = 0; v < CV; v++) {
-                            vec d = V_ABS(V_SUB(xb, w[v]));
-                            vmask gt = V_GT(d, acc[r][v]);
-                            acc[r][v] = V_BLEND(acc[r][v], d, gt);
-                            arg[r][v] = IV_BLEND(arg[r][v], kv, gt);
+            int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
+            for (int64_t r0 = n0; r0 < n1; r0 += R) {
+                const float *xr[R];
+                int64_t rows[R];
+                for (int r = 0; r < R; r++) {
+                    rows[r] = r0 + r < n1 ? r0 + r : n1 - 1;
+                    xr[r] = x + rows[r] * k;
+                }
+                vec acc[R][CV];
+                ivec arg[R][CV];
+                for (int r = 0; r < R; r++) {
+                    if (k0 == 0) {
+                        for (int v = 0; v < CV; v++) { acc[r][v] = V_ZERO(); arg[r][v] = IV_SET1(0); }
+                        continue;
+                    }
+                    float vals[CV * VW];
+                    int32_t args[CV * VW];
+                    for (int64_t j = 0; j < CV * VW; j++) {
+                        vals[j] = j < width ? y[rows[r] * m + c0 + j] : 0.0f;
+                        args[j] = j < width && idx ? idx[rows[r] * m + c0 + j] : 0;
+                    }
+                    for (int v = 0; v < CV; v++) { acc[r][v] = V_LOAD(vals + v * VW); arg[r][v] = IV_LOAD(args + v * VW); }
+                }
+                const float *wp = wt + c0 * k + k0 * CV * VW;
+                if (idx) {
+                    for (int64_t kk = k0; kk < k1; kk++, wp += CV * VW) {
+                        ivec kv = IV_SET1((int32_t)kk);
+                        vec w[CV];
+                        for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
+                        for (int r = 0; r < R; r++) {
+                            vec xb = V_SET1(xr[r][kk]);
+                            for (int v = 0; v < CV; v++) {
+                                vec d = V_ABS(V_SUB(xb, w[v]));
+                                vmask gt = V_GT(d, acc[r][v]);
+                                acc[r][v] = V_BLEND(acc[r][v], d, gt);
+                                arg[r][v] = IV_BLEND(arg[r][v], kv, gt);
+                            }
+                        }
+                    }
+                } else {
+                    for (int64_t kk = k0; kk < k1; kk++, wp += CV * VW) {
+                        vec w[CV];
+                        for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
+                        for (int r = 0; r < R; r++) {
+                            vec xb = V_SET1(xr[r][kk]);
+                            for (int v = 0; v < CV; v++) acc[r][v] = V_MAX(acc[r][v], V_ABS(V_SUB(xb, w[v])));
                         }
                     }
                 }
-            } else {
-                for (int64_t kk = 0; kk < k; kk++, wp += CV * VW) {
-                    vec w[CV];
-                    for (int v = 0; v < CV; v++) w[v] = V_LOAD(wp + v * VW);
-                    for (int r = 0; r < R; r++) {
-                        vec xb = V_SET1(xr[r][kk]);
-                        for (int v = 0; v < CV; v++) acc[r][v] = V_MAX(acc[r][v], V_ABS(V_SUB(xb, w[v])));
+                for (int r = 0; r < R && r0 + r < n1; r++) {
+                    float vals[CV * VW];
+                    int32_t args[CV * VW];
+                    for (int v = 0; v < CV; v++) { V_STORE(vals + v * VW, acc[r][v]); IV_STORE(args + v * VW, arg[r][v]); }
+                    for (int64_t j = 0; j < width; j++) {
+                        y[(r0 + r) * m + c0 + j] = vals[j];
+                        if (idx) idx[(r0 + r) * m + c0 + j] = args[j];
                     }
-                }
-            }
-            for (int r = 0; r < R && r0 + r < n1; r++) {
-                float vals[CV * VW];
-                int32_t args[CV * VW];
-                for (int v = 0; v < CV; v++) { V_STORE(vals + v * VW, acc[r][v]); IV_STORE(args + v * VW, arg[r][v]); }
-                int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
-                for (int64_t j = 0; j < width; j++) {
-                    y[(r0 + r) * m + c0 + j] = vals[j];
-                    if (idx) idx[(r0 + r) * m + c0 + j] = args[j];
                 }
             }
         }
@@ -422,6 +447,7 @@ TARGET static void NAME(lp_grad_tile)(const float *x, const float *w, int64_t k,
 
 #undef RD
 #undef VPOW_N
+#undef LINF_PANEL_BYTES
 #undef DIRECT_GRAD
 #undef SCALED_GRAD
 #undef FOR_DIRECT_P

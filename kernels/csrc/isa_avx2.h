@@ -26,6 +26,7 @@
 #define IV_SET1(i) _mm256_set1_epi32(i)
 #define IV_BLEND(a, b, m) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m))
 #define IV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+#define IV_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
 #define V_ROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_TO_I(a) _mm256_cvtps_epi32(a)
 #define V_CVT_I(i) _mm256_cvtepi32_ps(i)

@@ -26,6 +26,7 @@
 #define IV_SET1(i) _mm512_set1_epi32(i)
 #define IV_BLEND(a, b, m) _mm512_mask_blend_epi32(m, a, b)
 #define IV_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
+#define IV_LOAD(p) _mm512_loadu_si512((const void *)(p))
 #define V_ROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_TO_I(a) _mm512_cvtps_epi32(a)
 #define V_CVT_I(i) _mm512_cvtepi32_ps(i)

@@ -27,6 +27,7 @@ typedef int32_t ivec;
 #define IV_SET1(i) ((int32_t)(i))
 #define IV_BLEND(a, b, m) ((m) ? (b) : (a))
 #define IV_STORE(p, v) (*(p) = (v))
+#define IV_LOAD(p) (*(p))
 #define V_ROUND(a) rintf(a)
 #define V_TO_I(a) ((int32_t)rintf(a))
 #define V_CVT_I(i) ((float)(i))

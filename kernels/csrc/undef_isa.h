@@ -3,6 +3,7 @@
 #undef IV_BLEND
 #undef IV_SET1
 #undef IV_STORE
+#undef IV_LOAD
 #undef I_ADD
 #undef I_AND
 #undef I_AS_V
