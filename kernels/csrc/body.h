@@ -10,6 +10,15 @@
 #define CAT(a, b) CAT_(a, b)
 #define NAME(f) CAT(f, SUFFIX)
 
+/* The R rows of x a tile from row r0 reads, rows past n1 clamped to the last valid one (never stored). */
+TARGET static inline void NAME(tile_rows)(const float *x, int64_t k, int64_t r0, int64_t n1, const float **xr,
+                                          int64_t *rows) {
+    for (int r = 0; r < R; r++) {
+        rows[r] = r0 + r < n1 ? r0 + r : n1 - 1;
+        xr[r] = x + rows[r] * k;
+    }
+}
+
 #define LINF_PANEL_BYTES (512 << 10) /* a panel ([K, T] floats) above this is read in blocks of k (linf_rows) */
 
 /* p = inf: y[n, m] = max_k |x[n, k] - w[m, k]| and (if idx) the first arg-max k. Where a panel outgrows
@@ -28,10 +37,7 @@ TARGET static void NAME(linf_rows)(const float *x, int64_t k, const float *wt, i
             for (int64_t r0 = n0; r0 < n1; r0 += R) {
                 const float *xr[R];
                 int64_t rows[R];
-                for (int r = 0; r < R; r++) {
-                    rows[r] = r0 + r < n1 ? r0 + r : n1 - 1;
-                    xr[r] = x + rows[r] * k;
-                }
+                NAME(tile_rows)(x, k, r0, n1, xr, rows);
                 vec acc[R][CV];
                 ivec arg[R][CV];
                 for (int r = 0; r < R; r++) {
@@ -331,10 +337,7 @@ TARGET static void NAME(lp_rows)(const float *x, int64_t k, const float *wt, int
     for (int64_t r0 = n0; r0 < n1; r0 += R) {
         const float *xr[R];
         int64_t rows[R];
-        for (int r = 0; r < R; r++) {
-            rows[r] = r0 + r < n1 ? r0 + r : n1 - 1;
-            xr[r] = x + rows[r] * k;
-        }
+        NAME(tile_rows)(x, k, r0, n1, xr, rows);
         for (int64_t c0 = 0; c0 < m; c0 += CV * VW) {
             vec acc[R * CV], inv[R][CV];
             int64_t width = m - c0 < CV * VW ? m - c0 : CV * VW;
