@@ -131,9 +131,9 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
     counts = np.zeros(4, dtype=np.int64)  # correct, certified, margin, ibp (as in Report)
     reference_seconds = 0.0
     bar = progress_bar(len(images), progress)
-    for start in range(0, len(images), batch_size):
-        x = pixels(images[start: start + batch_size])
-        y = labels[start: start + batch_size]
+    for first in range(0, len(images), batch_size):
+        x = pixels(images[first: first + batch_size])
+        y = labels[first: first + batch_size]
         t = time.perf_counter()
         cert = (decide if decision_only else certify)(graph, x, y, eps, lips)
         reference_seconds += time.perf_counter() - t
@@ -143,9 +143,9 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
                 continue
             t = time.perf_counter()
             try:
-                tally.add(cert, tally.runtime.logits(x), offset + start, time.perf_counter() - t)
+                tally.add(cert, tally.runtime.logits(x), offset + first, time.perf_counter() - t)
             except Exception as err:  # noqa: BLE001 - a runtime's own error (ORT raises its own types) is its row's
-                tally.failure = f"failed at sample {offset + start}: {type(err).__name__}: {first_line(err)}"
+                tally.failure = f"failed at sample {offset + first}: {type(err).__name__}: {first_line(err)}"
         if bar is not None:
             bar.update(len(x))
     if bar is not None:
