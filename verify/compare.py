@@ -174,10 +174,11 @@ def verify_dataset(graph: Graph, images: np.ndarray, labels: np.ndarray, eps: fl
 def merge_reports(parts: list[Report], graph: Graph, full_split: bool) -> Report:
     """One report from those of consecutive shards of a test set (in order): the figures, per-sample lists
     and claims a run over all of it gives; times are the slowest shard's (the shards ran side by side)."""
-    n = sum(part.n for part in parts)
+    sizes = [part.n for part in parts]
+    n = sum(sizes)
 
-    def pooled(figure) -> float:  # each shard's percentage back to its count (exact), then over all n
-        return 100.0 * sum(round(figure(part) * part.n / 100) for part in parts) / n
+    def pooled(figures) -> float:  # each shard's percentage back to its count (exact), then over all n
+        return 100.0 * sum(round(figure * size / 100) for figure, size in zip(figures, sizes)) / n
 
     runtimes = []
     for rows in zip(*(part.runtimes for part in parts)):
@@ -186,14 +187,14 @@ def merge_reports(parts: list[Report], graph: Graph, full_split: bool) -> Report
             runtimes.append(RuntimeResult(failed.name, failed.description, failed.reason))
             continue
         runtimes.append(RuntimeResult(
-            rows[0].name, rows[0].description, "", pooled(lambda p, i=len(runtimes): p.runtimes[i].clean_accuracy),
-            pooled(lambda p, i=len(runtimes): p.runtimes[i].certified_accuracy),
-            max(row.max_abs_dlogit for row in rows), sum(row.outside_rounding_bound for row in rows),
-            [d for row in rows for d in row.differing], max(row.seconds for row in rows)))
+            rows[0].name, rows[0].description, "", pooled(row.clean_accuracy for row in rows),
+            pooled(row.certified_accuracy for row in rows), max(row.max_abs_dlogit for row in rows),
+            sum(row.outside_rounding_bound for row in rows), [d for row in rows for d in row.differing],
+            max(row.seconds for row in rows)))
     first = parts[0]
-    clean, certified = pooled(lambda p: p.clean_accuracy), pooled(lambda p: p.certified_accuracy)
+    clean, certified = pooled(p.clean_accuracy for p in parts), pooled(p.certified_accuracy for p in parts)
     margin, ibp = ((None, None) if first.margin_accuracy is None else
-                   (pooled(lambda p: p.margin_accuracy), pooled(lambda p: p.ibp_accuracy)))
+                   (pooled(p.margin_accuracy for p in parts), pooled(p.ibp_accuracy for p in parts)))
     return Report(first.model, first.sha256, first.dataset, first.eps, n, clean, certified, margin, ibp, runtimes,
                   _claims(graph.metadata, clean, certified, first.eps, full_split), max(p.seconds for p in parts),
                   computed=first.computed, classes=first.classes)
