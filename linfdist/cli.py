@@ -174,6 +174,7 @@ def cmd_verify(args) -> int:
 
     from linfdist.distributed import World
     from linfdist.runtimes import torch_runtimes
+    from linfdist.verify import parallel
     from linfdist.verify.cli import run
     from linfdist.workflows import onnx_file, resolve_model
     from linfdist.workflows.robustness_plot import plot_robustness
@@ -183,9 +184,9 @@ def cmd_verify(args) -> int:
         raise CliError(f"--plot must name a .png file, got {args.plot!r}")
     source = resolve_model(args.model)
     world = World.from_env("cpu", "gloo")  # under torchrun: each rank verifies its share of the test set
-    if world.distributed and "LINFDIST_VERIFY_THREADS" not in os.environ:  # the ranks on a node share its cores
+    if world.distributed and parallel.ENV_THREADS not in os.environ:  # the ranks on a node share its cores
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
-        os.environ["LINFDIST_VERIFY_THREADS"] = str(max(1, (os.cpu_count() or 1) // local_ranks))
+        os.environ[parallel.ENV_THREADS] = str(max(1, parallel.cores() // local_ranks))
     with tempfile.TemporaryDirectory(prefix="linfdist-verify-") as tmp:
         return run(args, onnx_file(source, Path(tmp)), torch_runtimes, None if source.is_onnx else str(source.path),
                    plot=plot_robustness, shard=(world.rank, world.size), gather=world.gather)

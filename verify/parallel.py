@@ -8,11 +8,9 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+ENV_THREADS = "LINFDIST_VERIFY_THREADS"
 _LOCAL = threading.local()
 _POOLS: dict[str, ThreadPoolExecutor] = {}
-
-
-ENV_THREADS = "LINFDIST_VERIFY_THREADS"
 
 
 def cores() -> int:
