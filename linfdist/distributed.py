@@ -106,8 +106,8 @@ def global_batch_mean(x: torch.Tensor) -> torch.Tensor:
 
     from torch.distributed.nn.functional import all_reduce  # torch's differentiable all-reduce
 
-    count = torch.tensor([float(len(x))], dtype=x.dtype, device=x.device)
-    dist.all_reduce(count)
+    count = torch.full((1, *x.shape[1:]), float(len(x)), dtype=x.dtype, device=x.device)
     with warnings.catch_warnings():  # deprecated since torch 2.x for a private successor; still the public one
         warnings.simplefilter("ignore", FutureWarning)
-        return all_reduce(x.sum(0)) / count
+        sums = all_reduce(torch.cat([x.sum(0, keepdim=True), count]))  # sums and sample count in one collective
+    return sums[0] / sums[1]
