@@ -250,6 +250,9 @@ TARGET static inline void NAME(vpow_bits)(vec *t, int n, int64_t e) {
     for (int i = 0; i < n; i++) t[i] = r[i];
 }
 
+/* The entries of this instruction set's 2^(f E) table, for plan_split_power (linfdist_native.c). */
+static const int NAME(e_entries) = E_ENTRIES;
+
 /* t[u] <- t[u]^e for n vectors, t in [0, 1], for the split exponent e = (n' + f) 2^j of the caller's plan (split_power,
  * linfdist_native.c): t^n' by the bits of n', times t^f = 2^(f E) m^f with t = 2^E m, m in [1, 2): 2^(f E) from
  * the plan's table by the low bits of the biased exponent (E_ENTRIES entries, E from 1 - E_ENTRIES to 0; a

@@ -153,6 +153,8 @@ typedef struct { const float *x, *w, *g; const int32_t *idx; int64_t n, k, m; fl
 #define lp_rows_avx512 lp_rows_scalar
 #define lp_grad_tile_avx2 lp_grad_tile_scalar
 #define lp_grad_tile_avx512 lp_grad_tile_scalar
+#define e_entries_avx2 e_entries_scalar
+#define e_entries_avx512 e_entries_scalar
 #endif
 
 static int check(int isa, int64_t n, int64_t k, int64_t m) {
@@ -252,7 +254,7 @@ static int chain_cost(int64_t n) {
  * error below 2.5e-7 for every f in (0, 1); tests/test_native_kernels.py). Returns 0 where vpow_general is
  * cheaper or e is an integer (the callers' own paths) or below nmin. */
 static int plan_split_power(double e, int isa, split_power *sp) {
-    int entries = isa == ISA_AVX2 ? 8 : 16;
+    int entries = isa == ISA_AVX512 ? e_entries_avx512 : isa == ISA_AVX2 ? e_entries_avx2 : e_entries_scalar;
     int64_t nmin = entries == 16 ? 3 : 6;
     if (!(e >= (double)nmin) || e == floor(e) || e > 1e6) return 0;
     int best_j = -1, best = 1 << 30;
