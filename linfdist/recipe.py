@@ -29,7 +29,8 @@ _LOWER_BOUNDS = {
     "p_inf_epochs": (0, False), "lr": (0, True), "lr_final": (0, False), "lr_hold_epochs": (0, False),
     "adam_eps": (0, True), "weight_decay": (0, False), "hinge_clip": (0, True), "logit_scale": (0, True),
     "logit_scale_lr": (0, False), "crop_pad": (0, False), "train_limit": (0, False), "eval_limit": (1, False),
-    "pgd_steps": (0, False), "seed": (0, False),
+    "pgd_steps": (0, False), "seed": (0, False), "depth": (1, False), "width": (1, False), "epochs": (1, False),
+    "batch_size": (1, False), "p_update_epochs": (1, False), "checkpoint_minutes": (0, True),
 }
 _KIND_TEXT = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text",
               "list[float]": "a pair of numbers such as [0.9,0.99]"}
@@ -118,15 +119,10 @@ class Recipe:
             raise LinfdistError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
         if self.p_schedule not in P_SCHEDULES:
             raise LinfdistError(f"p_schedule must be one of {', '.join(P_SCHEDULES)}, got {self.p_schedule!r}")
-        for name in ("depth", "width", "epochs", "batch_size", "p_update_epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise LinfdistError(f"recipe field {name} must be a positive integer, got {getattr(self, name)!r}")
         if self.crop_padding not in CROP_PADDINGS:
             raise LinfdistError(f"crop_padding must be one of {', '.join(CROP_PADDINGS)}, got {self.crop_padding!r}")
         if self.p_inf_epochs > self.epochs:
             raise LinfdistError(f"p_inf_epochs {self.p_inf_epochs} exceeds epochs {self.epochs}")
-        if self.checkpoint_minutes <= 0:
-            raise LinfdistError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if self.loss == "v2" and (self.eps_train <= 0 or self.eps_ramp_epochs > 0):
             raise LinfdistError("the v2 loss divides by ε_train: it needs eps_train > 0 from the first step "
                              "(eps_ramp_epochs=0)")

@@ -69,7 +69,7 @@ def test_entry_point_runs_as_a_module(checkpoint):
         (["train", "--recipe", "mnist-smoke", "--set", "widht=3"], "unknown recipe field 'widht'"),
         (["train", "--recipe", "mnist-smoke", "--set", "oops"], "field=value"),
         (["train", "--recipe", "mnist-smoke", "--set", "loss=v9"], "unknown loss"),
-        (["train", "--recipe", "mnist-smoke", "--width", "0"], "positive integer"),
+        (["train", "--recipe", "mnist-smoke", "--width", "0"], "width must be >= 1"),
         (["train", "--recipe", "mnist-smoke", "--data-dir", "no/such/dir"], "does not exist"),
     ],
 )
