@@ -59,4 +59,13 @@ def test_zoo_cards_follow_the_hubs_conventions():
         assert f'linfdist.load_model("{entry.name}")' in card.text and "@inproceedings{zhang2021towards" in card.text
         assert "## Limitations" in card.text
     assert len(set(names)) == len(names), names
-    assert any(e.base_model for e in load_registry())  # the fine-tuned 2/255 model names its start
+
+
+def test_a_fine_tuned_models_card_names_its_base_model_in_the_metadata(tmp_path):
+    """The Hub's base_model field: written where given (the zoo's fine-tuned models), absent otherwise."""
+    from huggingface_hub import ModelCard
+
+    write_model_card(tmp_path, CONFIG, RESULTS, base_model="linfdist/some-base")
+    assert ModelCard.load(tmp_path / "README.md").data.base_model == "linfdist/some-base"
+    write_model_card(tmp_path, CONFIG, RESULTS)
+    assert ModelCard.load(tmp_path / "README.md").data.base_model is None
