@@ -1,8 +1,9 @@
 """The training loop: run a recipe (``linfdist.recipe``) into a run folder, resumable at any step.
 
-Each epoch ends with an atomic checkpoint (``checkpoint.pt``, loaded with
-``weights_only=True``) and a line in ``metrics.jsonl``; one is also written every
-``checkpoint_minutes`` and on SIGINT; ``resume=True`` continues exactly. The run ends by
+Each epoch ends with a line in ``metrics.jsonl``; an atomic checkpoint (``checkpoint.pt``, loaded with
+``weights_only=True``) is written every ``checkpoint_minutes`` (at the end of the step or epoch where they are
+up), after the last epoch and on SIGINT, so epochs of a second on a GPU do not each pay for one;
+``resume=True`` continues exactly, dropping the log lines of epochs after the checkpoint. The run ends by
 saving the net at p = ∞ as a Hub-layout folder (``model/``: config.json, model.safetensors,
 curves.png). Certifying it and writing its model card is ``linfdist.workflows.train_and_certify``'s job.
 
@@ -45,6 +46,7 @@ from linfdist.schedules import eps_at, lr_at, lr_factor, p_at
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+CURVES_SECONDS = 30  # curves.png is redrawn at most this often (and after the last epoch)
 RECIPE_FILE = "recipe.json"
 RUN_FILE = "run.json"  # where the run's data came from, so --resume needs nothing but the folder
 MODEL_DIR = "model"
@@ -122,6 +124,8 @@ class Run:
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.progress = Progress()
         self.forward = self.model
+        self.saved_at = time.monotonic()  # when the last checkpoint was written (or the run began)
+        self.plotted_at = -math.inf  # when curves.png was last drawn
 
     def replicate(self) -> None:
         """On several ranks: train through DistributedDataParallel (rank 0's weights broadcast at the start),
@@ -148,6 +152,13 @@ class Run:
                       "order": p.order, "sums": p.sums, "model": self.model.state_dict(),
                       "optimizer": self.optimizer.state_dict(), "scale": self.scale.detach().clone(),
                       "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()}}, self.path)
+        self.saved_at = time.monotonic()
+
+    def checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_minutes`` have passed since the last checkpoint, as rank 0 sees it (every
+        rank gets its answer, so all save at the same step)."""
+        due = self.world.main and time.monotonic() - self.saved_at > 60 * self.recipe.checkpoint_minutes
+        return self.world.sum([float(due)])[0] > 0
 
     def restore(self) -> None:
         """Load the checkpoint, refusing one from another recipe or architecture with one line."""
@@ -203,7 +214,6 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
         pos.order = torch.randperm(len(x_all), generator=run.generator)
     bar = tqdm(total=steps, initial=pos.step, desc=f"epoch {pos.epoch + 1}/{recipe.epochs}",
                disable=not (progress and world.main), leave=False)
-    last_save = time.monotonic()
     while pos.step < steps:
         t = pos.epoch + pos.step / steps
         p, eps = p_at(recipe, t), eps_at(recipe, t)
@@ -226,7 +236,7 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
         (loss * (len(y) * world.size / len(idx)) if world.distributed else loss).backward()
         run.decay.step(run.optimizer.param_groups[0]["lr"])
         run.optimizer.step()
-        due = world.main and time.monotonic() - last_save > 60 * recipe.checkpoint_minutes
+        due = world.main and time.monotonic() - run.saved_at > 60 * recipe.checkpoint_minutes
         loss_sum, correct, n, stops, saves = world.sum([loss.item() * len(y), float((logits.argmax(1) == y).sum()),
                                                         float(len(y)), float(stop.is_set()), float(due)])
         pos.sums["loss"] += loss_sum
@@ -240,7 +250,6 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
         if stopping or saves > 0:
             pos.sums["seconds"] = time.perf_counter() - started
             run.save()
-            last_save = time.monotonic()
             if stopping:
                 bar.close()
                 return False
@@ -262,8 +271,8 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
     CPU, so a run is the same run on any device (up to the kernels' rounding); a checkpoint
     written on one device resumes on another.
 
-    A checkpoint is written every ``checkpoint_minutes`` and at every epoch's end; SIGINT
-    (or ``stop``) saves one at the next step and raises KeyboardInterrupt.
+    A checkpoint is written every ``checkpoint_minutes`` and after the last epoch; SIGINT (or ``stop``) saves
+    one at the next step and raises KeyboardInterrupt.
     """
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise LinfdistError("device cuda requested, but torch sees no CUDA device")
@@ -286,6 +295,8 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
     run = Run(recipe, ckpt_path, device, world)
     if resume:
         run.restore()
+        if world.main:
+            _drop_epochs_after(out / METRICS, run.progress.epoch)
     elif start is not None or recipe.init_from:
         start_from(run.model, _start_folder(recipe, start))
     run.replicate()
@@ -303,7 +314,8 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
             if not _train_epoch(run, x_all, y_all, stop, progress, started):
                 raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
             _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
-            if world.sum([float(stop.is_set())])[0] > 0:  # arrived during the evaluation: the epoch is saved
+            if world.sum([float(stop.is_set())])[0] > 0:  # arrived during the evaluation: save the epoch's end
+                run.save()
                 raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
     return save_model(run, out) if world.main else None
 
@@ -317,13 +329,27 @@ def _start_folder(recipe: Recipe, start: Path | None) -> Path:
     return Path(recipe.init_from)
 
 
+def _drop_epochs_after(metrics: Path, epoch: int) -> None:
+    """Keep the log lines of epochs up to ``epoch`` (a checkpoint's): a run that died after later epochs
+    were logged, but before their checkpoint, logs them again when resumed."""
+    if not metrics.is_file():
+        return
+    lines = metrics.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+    if len(kept) < len(lines):
+        with atomic_path(metrics) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+
+
 def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bool) -> None:
-    """Evaluate at p = ∞ with PGD, log the epoch, draw the curves and checkpoint (rank 0 alone; the others
-    wait for its checkpoint)."""
+    """Evaluate at p = ∞ with PGD, log the epoch, draw the curves (at most every CURVES_SECONDS, and after the
+    last epoch) and checkpoint where due (rank 0 alone; the others wait for its checkpoint)."""
     recipe, pos = run.recipe, run.progress
+    save = pos.epoch + 1 == recipe.epochs or run.checkpoint_due()
     if not run.world.main:
         run.progress = Progress(pos.epoch + 1)
-        run.save()
+        if save:
+            run.save()
         return
     ev = evaluate_at_linf(run.model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe, progress,
                           seed=recipe.seed + pos.epoch)
@@ -335,10 +361,13 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
               "device": device_name(run.device.type), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               **{f"test_{k}": v for k, v in ev.as_dict().items() if k not in ("eps", "seconds")}}
     run.progress = Progress(pos.epoch + 1)
-    run.save()
+    if save:
+        run.save()
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
-    plot_curves(out / METRICS, out / CURVES_FILE, recipe=asdict(recipe))
+    if pos.epoch + 1 == recipe.epochs or time.monotonic() - run.plotted_at > CURVES_SECONDS:
+        plot_curves(out / METRICS, out / CURVES_FILE, recipe=asdict(recipe))
+        run.plotted_at = time.monotonic()
     if ev.pgd_violations:
         tqdm.write(f"BUG: PGD broke {ev.pgd_violations} certified test samples at epoch {pos.epoch + 1}; "
                    "certificates must never be broken, please report this with the run folder", file=sys.stderr)

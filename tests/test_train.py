@@ -160,6 +160,42 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(shared_data, tm
     assert lines(resumed)[0]["seconds"] > spent
 
 
+def test_checkpoints_follow_checkpoint_minutes_not_every_epoch(shared_data, tmp_path, monkeypatch):
+    """With checkpoint_minutes not yet up, epochs end without a checkpoint (a second's GPU epoch would pay
+    for one each); the run still ends with one after its last epoch."""
+    import linfdist.train as training
+
+    saves = []
+    real_save = training.Run.save
+    monkeypatch.setattr(training.Run, "save", lambda run: (saves.append(run.progress.epoch), real_save(run)))
+    train(_smoke(epochs=3, checkpoint_minutes=60), tmp_path / "run", data_dir=shared_data, progress=False)
+    assert saves == [3]
+
+
+def test_a_run_that_died_after_logging_later_epochs_logs_them_once(shared_data, tmp_path):
+    """A run killed (no SIGINT) after epochs its checkpoint does not hold were logged: --resume continues
+    from the checkpoint, drops those log lines and logs the epochs again, as a straight run logs them."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    recipe = _smoke(epochs=3, checkpoint_minutes=60)
+    straight = train(recipe, tmp_path / "straight", data_dir=shared_data, progress=False)
+    out = tmp_path / "died"
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, out, data_dir=shared_data, progress=False, stop=StopAfter(3))  # a checkpoint in epoch 1
+    shutil.copy(out / "checkpoint.pt", tmp_path / "early.pt")
+    train(recipe, out, data_dir=shared_data, resume=True, progress=False)  # epochs 1-3 logged
+    shutil.copy(tmp_path / "early.pt", out / "checkpoint.pt")  # as if it had died before any later checkpoint
+    resumed = train(recipe, out, data_dir=shared_data, resume=True, progress=False)
+    lines = lambda d: [json.loads(x) for x in (d.parent / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    drop = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "finished")}  # noqa: E731
+    assert [r["epoch"] for r in lines(resumed)] == [1, 2, 3]
+    assert [drop(r) for r in lines(straight)] == [drop(r) for r in lines(resumed)]
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sigint_saves_a_checkpoint_and_stops(shared_data, tmp_path, monkeypatch):
     """A real SIGINT during training: checkpoint written, KeyboardInterrupt raised, handler restored."""
     import linfdist.train as training
