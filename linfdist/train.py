@@ -154,11 +154,10 @@ class Run:
                       "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()}}, self.path)
         self.saved_at = time.monotonic()
 
-    def checkpoint_due(self) -> bool:
-        """Whether ``checkpoint_minutes`` have passed since the last checkpoint, as rank 0 sees it (every
-        rank gets its answer, so all save at the same step)."""
-        due = self.world.main and time.monotonic() - self.saved_at > 60 * self.recipe.checkpoint_minutes
-        return self.world.sum([float(due)])[0] > 0
+    def checkpoint_time_up(self) -> bool:
+        """Whether ``checkpoint_minutes`` have passed since the last checkpoint, by rank 0's clock (False on the
+        other ranks: callers all-reduce it, so every rank saves at the same step)."""
+        return self.world.main and time.monotonic() - self.saved_at > 60 * self.recipe.checkpoint_minutes
 
     def restore(self) -> None:
         """Load the checkpoint, refusing one from another recipe or architecture with one line."""
@@ -236,7 +235,7 @@ def _train_epoch(run: Run, x_all, y_all, stop: StopRequest, progress: bool, star
         (loss * (len(y) * world.size / len(idx)) if world.distributed else loss).backward()
         run.decay.step(run.optimizer.param_groups[0]["lr"])
         run.optimizer.step()
-        due = world.main and time.monotonic() - run.saved_at > 60 * recipe.checkpoint_minutes
+        due = run.checkpoint_time_up()
         loss_sum, correct, n, stops, saves = world.sum([loss.item() * len(y), float((logits.argmax(1) == y).sum()),
                                                         float(len(y)), float(stop.is_set()), float(due)])
         pos.sums["loss"] += loss_sum
@@ -345,7 +344,8 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
     """Evaluate at p = ∞ with PGD, log the epoch, draw the curves (at most every CURVES_SECONDS, and after the
     last epoch) and checkpoint where due (rank 0 alone; the others wait for its checkpoint)."""
     recipe, pos = run.recipe, run.progress
-    save = pos.epoch + 1 == recipe.epochs or run.checkpoint_due()
+    last = pos.epoch + 1 == recipe.epochs
+    save = last or run.world.sum([float(run.checkpoint_time_up())])[0] > 0
     if not run.world.main:
         run.progress = Progress(pos.epoch + 1)
         if save:
@@ -365,7 +365,7 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
         run.save()
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
-    if pos.epoch + 1 == recipe.epochs or time.monotonic() - run.plotted_at > CURVES_SECONDS:
+    if last or time.monotonic() - run.plotted_at > CURVES_SECONDS:
         plot_curves(out / METRICS, out / CURVES_FILE, recipe=asdict(recipe))
         run.plotted_at = time.monotonic()
     if ev.pgd_violations:

@@ -111,7 +111,7 @@ def test_random_flip_mirrors_about_half():
 
 
 @pytest.mark.parametrize("assignment, message", [
-    ("loss=v3", "unknown loss"), ("dataset=imagenet", "unknown dataset"), ("width=0", "width must be >= 1"), ("checkpoint_minutes=0", "must be > 0"),
+    ("loss=v3", "unknown loss"), ("dataset=imagenet", "unknown dataset"), ("width=0", "width must be >= 1"),
     ("p_inf_epochs=99", "exceeds epochs"), ("checkpoint_minutes=0", "checkpoint_minutes"),
     ("p_schedule=sometimes", "p_schedule"), ("eps_ramp_epochs=2", "eps_ramp_epochs=0"),
     ("ce_lambda_end=0", "must be > 0"),
