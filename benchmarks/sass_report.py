@@ -10,6 +10,7 @@ select index). tests/test_triton_compile.py holds the budgets.
     python benchmarks/sass_report.py            # the first autotune config of each kernel
     python benchmarks/sass_report.py --all      # every autotune config
     python benchmarks/sass_report.py --all --json
+    python benchmarks/sass_report.py --p 8,17,1000,999.5   # the ℓp kernels as compiled for these p
 
 TRITON_INTERPRET is ignored (compiling needs the JIT kernels).
 
@@ -77,6 +78,22 @@ def variants() -> list[Variant]:
         Variant("scatter, atomic", triton_scatter._scatter_atomic_kernel, ("stride_ok", "stride_cs", "stride_is"),
                 {}, rows="BLOCK_R", cols="BLOCK_S"),
     ]
+
+
+def p_variants(ps: list[float]) -> list[Variant]:
+    """The ℓp forward and backward kernels as the wrappers compile them for each p (the backward's
+    power is p − 1), whatever path triton_common.integer_exponent picks for it."""
+    from linfdist.kernels.triton_common import integer_exponent
+
+    out = []
+    for p in ps:
+        e, bits = integer_exponent(p)
+        out.append(Variant(f"lp forward, p = {p:g}", triton_lp._lp_forward_kernel, ("stride_xn", "stride_wm", "stride_yn"),
+                           dict(EVEN=True, E_INT=e, E_BITS=bits)))
+        e, bits = integer_exponent(p - 1.0)
+        out.append(Variant(f"lp backward, p = {p:g}", triton_lp._lp_backward_kernel, ("stride_bk", "stride_ok", "stride_ak"),
+                           dict(EVEN=True, E_INT=e, E_BITS=bits), rows="BLOCK_K", cols="BLOCK_A"))
+    return out
 
 
 def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
@@ -164,9 +181,10 @@ def analyse(variant: Variant, config: triton.Config) -> LoopReport:
                       registers, spills, sum(opcodes.values()), opcodes["LDG"], elements, dict(opcodes))
 
 
-def report(all_configs: bool = False):
-    """Yield a LoopReport per variant (and per autotune config when ``all_configs``)."""
-    for variant in variants():
+def report(all_configs: bool = False, ps: list[float] | None = None):
+    """Yield a LoopReport per variant (and per autotune config when ``all_configs``); with ``ps``,
+    the ℓp kernels at those p instead."""
+    for variant in p_variants(ps) if ps else variants():
         for config in variant.kernel.configs if all_configs else variant.kernel.configs[:1]:
             yield analyse(variant, config)
 
@@ -183,11 +201,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Instruction counts of the Triton kernels' hot loops on sm_90.")
     parser.add_argument("--all", action="store_true", help="every autotune config, not only the first")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument("--p", help="comma-separated p: the ℓp forward and backward kernels as compiled for each")
     args = parser.parse_args(argv)
+    ps = [float(v) for v in args.p.split(",")] if args.p else None
     if not args.json:
         print(HEADER)
         print("-" * len(HEADER))
-    for r in report(args.all):
+    for r in report(args.all, ps):
         line = json.dumps({**asdict(r), "per_element": r.per_element}) if args.json else format_report(r)
         print(line, flush=True)
 

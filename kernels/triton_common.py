@@ -90,10 +90,16 @@ def compute_dtype(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+#: Integer exponents up to this are compiled into their own chain of multiplies; larger ones take the
+#: exp2/log2 path, as other p do: a constexpr per integer p would compile and autotune each kernel
+#: anew for every integer an annealing schedule passes (1008 of them from 17 to 1024).
+UNROLLED_EXPONENT_MAX = 16
+
+
 def integer_exponent(e: float) -> tuple[int, int]:
-    """(E, bits of E) for a power r**e: E = e when e is an integer in [0, 1024] (the
+    """(E, bits of E) for a power r**e: E = e when e is an integer in [0, UNROLLED_EXPONENT_MAX] (the
     repeated-squaring path, exact up to rounding), else E = -1 (exp2/log2 path)."""
-    exponent = int(e) if e == int(e) and 0 <= e <= 1024 else -1
+    exponent = int(e) if e == int(e) and 0 <= e <= UNROLLED_EXPONENT_MAX else -1
     return exponent, max(exponent, 0).bit_length()
 
 

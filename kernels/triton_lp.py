@@ -2,10 +2,13 @@
 
 Stable for p in the thousands: a first pass over k finds each output's largest
 coordinate distance D* (the ℓ∞ kernel's tile loop), the second sums (|d|/D*)^p ≤ 1
-and returns D*·s^(1/p). Integer exponents up to 1024 use repeated squaring (a
+and returns D*·s^(1/p). Integer exponents up to 16 use repeated squaring (a
 compile-time unrolled chain of multiplies; even p skips the abs); other p use
 exp2(p·log2 r), which on GPU is the hardware approximation (relative error
-~1e-4 in a term at p = 1000, ~p times less in Y). The backward is two
+~1e-4 in a term at p = 1000, ~p times less in Y): one compiled kernel for every p
+above 16, where a chain per integer p would compile and autotune anew for each
+integer an annealing schedule passes, and costs more instructions per element
+(docs/performance.md). The backward is two
 matmul-shaped passes, ∂Y/∂x[n, k] = Σ_m g·sign(d)·(|d|/Y)^(p−1), one per operand,
 by the same kernel with the operands' roles (and strides) swapped.
 """

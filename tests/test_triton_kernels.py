@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not in
 # (N, M, K): single elements, less than a tile, more than one tile in every direction, and
 # whole tiles (the interpreter's tile is 32: the unclamped EVEN path).
 SHAPES = [(1, 1, 1), (5, 7, 3), (37, 53, 67), (64, 32, 9)]
-FINITE_P = [1.0, 2.0, 3.0, 2.5, 8.0, 1000.0]
+FINITE_P = [1.0, 2.0, 3.0, 2.5, 8.0, 16.0, 17.0, 55.0, 999.5, 1000.0]  # 17 and up: the exp2/log2 path
 
 
 @pytest.fixture
@@ -137,6 +137,18 @@ def test_finite_p_matches_float64_reference(kernels, device, n, m, k, p):
     tolerance = 2e-7 * p + 1e-6
     for g, r in zip(got, want):
         torch.testing.assert_close(g, r, rtol=tolerance, atol=tolerance * r.abs().max().item())
+
+
+def test_an_annealing_schedule_compiles_a_bounded_set_of_power_kernels():
+    """Each (E_INT, E_BITS) is a compiled kernel (and an autotune): integer p up to 16 get their own
+    chain, every other p, integer or not, shares the exp2/log2 one, so p annealed through every
+    integer from 1 to 1024 (and p − 1 in the backward) compiles at most 18 variants per kernel."""
+    from linfdist.kernels.triton_common import UNROLLED_EXPONENT_MAX, integer_exponent
+
+    plans = {integer_exponent(float(p)) for p in range(0, 1025)} | {integer_exponent(p + 0.5) for p in range(1025)}
+    assert len(plans) == UNROLLED_EXPONENT_MAX + 2
+    assert integer_exponent(17.0) == integer_exponent(999.5) == (-1, 0)
+    assert integer_exponent(16.0) == (16, 5) and integer_exponent(3.0) == (3, 2)
 
 
 def test_finite_p_is_stable_at_large_p_and_scale(kernels, device):
