@@ -39,6 +39,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from linfdist.kernels import triton_interval, triton_linf, triton_lp, triton_scatter  # noqa: E402
+from linfdist.kernels.triton_common import integer_exponent  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 _POINTERS = {"X", "W", "Y", "L", "U", "LO", "HI", "A", "B", "G", "INV", "OUT", "C"}
@@ -58,17 +59,29 @@ class Variant:
     cols: str = "BLOCK_M"
 
 
+_K_MAJOR = ("stride_xn", "stride_wm", "stride_yn")  # the forward kernels' unit strides
+
+
+def lp_variant(p: float, backward: bool = False) -> Variant:
+    """The ℓp forward (or backward) kernel as the wrapper compiles it for p (the backward's power is p − 1),
+    on whatever path triton_common.integer_exponent picks."""
+    e, bits = integer_exponent(p - 1.0 if backward else p)
+    constexprs = dict(EVEN=True, E_INT=e, E_BITS=bits)
+    if backward:
+        return Variant(f"lp backward, p = {p:g}", triton_lp._lp_backward_kernel, ("stride_bk", "stride_ok", "stride_ak"),
+                       constexprs, rows="BLOCK_K", cols="BLOCK_A")
+    return Variant(f"lp forward, p = {p:g}", triton_lp._lp_forward_kernel, _K_MAJOR, constexprs)
+
+
 def variants() -> list[Variant]:
     """The kernels as the wrappers launch them on the training shapes (tiles divide the shapes)."""
-    k_major = ("stride_xn", "stride_wm", "stride_yn")
     forward = dict(EVEN=True)
     return [
-        Variant("linf forward, with arg-max", triton_linf._linf_forward_kernel, k_major, dict(forward, WITH_INDEX=True)),
-        Variant("linf forward, value only", triton_linf._linf_forward_kernel, k_major, dict(forward, WITH_INDEX=False)),
-        Variant("lp forward, p = 8", triton_lp._lp_forward_kernel, k_major, dict(forward, E_INT=8, E_BITS=4)),
-        Variant("lp forward, p = 7.5", triton_lp._lp_forward_kernel, k_major, dict(forward, E_INT=-1, E_BITS=0)),
-        Variant("lp backward, p = 8", triton_lp._lp_backward_kernel, ("stride_bk", "stride_ok", "stride_ak"),
-                dict(forward, E_INT=7, E_BITS=3), rows="BLOCK_K", cols="BLOCK_A"),
+        Variant("linf forward, with arg-max", triton_linf._linf_forward_kernel, _K_MAJOR, dict(forward, WITH_INDEX=True)),
+        Variant("linf forward, value only", triton_linf._linf_forward_kernel, _K_MAJOR, dict(forward, WITH_INDEX=False)),
+        lp_variant(8.0),
+        lp_variant(7.5),
+        lp_variant(8.0, backward=True),
         Variant("interval, with arg-max", triton_interval._linf_interval_kernel,
                 ("stride_ln", "stride_un", "stride_wm", "stride_on"), dict(forward, WITH_INDEX=True)),
         Variant("interval, values only", triton_interval._linf_interval_kernel,
@@ -78,22 +91,6 @@ def variants() -> list[Variant]:
         Variant("scatter, atomic", triton_scatter._scatter_atomic_kernel, ("stride_ok", "stride_cs", "stride_is"),
                 {}, rows="BLOCK_R", cols="BLOCK_S"),
     ]
-
-
-def p_variants(ps: list[float]) -> list[Variant]:
-    """The ℓp forward and backward kernels as the wrappers compile them for each p (the backward's
-    power is p − 1), whatever path triton_common.integer_exponent picks for it."""
-    from linfdist.kernels.triton_common import integer_exponent
-
-    out = []
-    for p in ps:
-        e, bits = integer_exponent(p)
-        out.append(Variant(f"lp forward, p = {p:g}", triton_lp._lp_forward_kernel, ("stride_xn", "stride_wm", "stride_yn"),
-                           dict(EVEN=True, E_INT=e, E_BITS=bits)))
-        e, bits = integer_exponent(p - 1.0)
-        out.append(Variant(f"lp backward, p = {p:g}", triton_lp._lp_backward_kernel, ("stride_bk", "stride_ok", "stride_ak"),
-                           dict(EVEN=True, E_INT=e, E_BITS=bits), rows="BLOCK_K", cols="BLOCK_A"))
-    return out
 
 
 def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
@@ -184,7 +181,8 @@ def analyse(variant: Variant, config: triton.Config) -> LoopReport:
 def report(all_configs: bool = False, ps: list[float] | None = None):
     """Yield a LoopReport per variant (and per autotune config when ``all_configs``); with ``ps``,
     the ℓp kernels at those p instead."""
-    for variant in p_variants(ps) if ps else variants():
+    chosen = [lp_variant(p, backward) for p in ps for backward in (False, True)] if ps else variants()
+    for variant in chosen:
         for config in variant.kernel.configs if all_configs else variant.kernel.configs[:1]:
             yield analyse(variant, config)
 
