@@ -138,6 +138,16 @@ class StopAfter(StopRequest):
         return self.n < 0
 
 
+def _logged(model_dir):
+    """The metrics.jsonl records of the run a model folder came from."""
+    return [json.loads(x) for x in (model_dir.parent / "metrics.jsonl").read_text().splitlines()]
+
+
+def _untimed(record):
+    """An epoch's record without what depends on the clock."""
+    return {k: v for k, v in record.items() if k not in ("seconds", "finished")}
+
+
 def test_interrupted_and_resumed_run_ends_with_identical_weights(shared_data, tmp_path):
     """Stop mid-epoch (step 4 of 6) and mid-way through epoch 2, resume each time: same weights bit for bit."""
     from safetensors.torch import load_file
@@ -154,10 +164,8 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(shared_data, tm
     resumed = train(recipe, out, data_dir=shared_data, resume=True, progress=False)
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    lines = lambda d: [json.loads(x) for x in (d.parent / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    drop = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "finished")}  # noqa: E731
-    assert [drop(r) for r in lines(straight)] == [drop(r) for r in lines(resumed)]
-    assert lines(resumed)[0]["seconds"] > spent
+    assert [_untimed(r) for r in _logged(straight)] == [_untimed(r) for r in _logged(resumed)]
+    assert _logged(resumed)[0]["seconds"] > spent
 
 
 def test_checkpoints_follow_checkpoint_minutes_not_every_epoch(shared_data, tmp_path, monkeypatch):
@@ -188,10 +196,8 @@ def test_a_run_that_died_after_logging_later_epochs_logs_them_once(shared_data, 
     train(recipe, out, data_dir=shared_data, resume=True, progress=False)  # epochs 1-3 logged
     shutil.copy(tmp_path / "early.pt", out / "checkpoint.pt")  # as if it had died before any later checkpoint
     resumed = train(recipe, out, data_dir=shared_data, resume=True, progress=False)
-    lines = lambda d: [json.loads(x) for x in (d.parent / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    drop = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "finished")}  # noqa: E731
-    assert [r["epoch"] for r in lines(resumed)] == [1, 2, 3]
-    assert [drop(r) for r in lines(straight)] == [drop(r) for r in lines(resumed)]
+    assert [r["epoch"] for r in _logged(resumed)] == [1, 2, 3]
+    assert [_untimed(r) for r in _logged(straight)] == [_untimed(r) for r in _logged(resumed)]
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
