@@ -181,10 +181,13 @@ def export_checkpoint(folder, path, opset: int | None = None, batch: int | None 
 
 def _card_claims(folder: Path) -> dict:
     """The accuracies the folder's model card states, as metadata (none if there is no card)."""
-    card_path = folder / "README.md"
+    from huggingface_hub import ModelCard
+
+    from linfdist.zoo.card import CARD_FILE
+
+    card_path = folder / CARD_FILE
     if not card_path.is_file():
         return {}
-    from huggingface_hub import ModelCard
 
     claims = {}
     for result in ModelCard.load(card_path).data.eval_results or []:

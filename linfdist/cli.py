@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--eps", type=eps_value, required=True, help="the ε it was trained for, in pixel units (0.3, 8/255)")
     conv.add_argument("-o", "--output", required=True, help="folder to write (config.json + model.safetensors)")
     zsub.add_parser("sync", help="regenerate the bundled cards and the README's zoo table from the registry "
-                                 "(in a source checkout)")
+                                 "and re-pin the cards and curves (in a source checkout)")
     rec = zsub.add_parser("recertify", help="re-derive a bundled model's figures with the verifier into the "
                                             "registry; regenerate its card (in a source checkout)")
     rec.add_argument("name", help="model name (see `linfdist zoo list`)")
@@ -281,7 +281,9 @@ def cmd_train(args) -> int:
         return 0
     from huggingface_hub import ModelCard
 
-    figures = {r.metric_type: r for r in ModelCard.load(target / "README.md").data.eval_results}
+    from linfdist.zoo.card import CARD_FILE
+
+    figures = {r.metric_type: r for r in ModelCard.load(target / CARD_FILE).data.eval_results}
     clean, certified = figures["clean_accuracy"], figures["certified_accuracy"]
     print(f"model written to {target}: clean {clean.metric_value:.2f}%, certified {certified.metric_value:.2f}% at "
           f"ε = {recipe.eps_test:g} (independent verifier, {clean.metric_args['test_images']} test images)")
@@ -310,7 +312,7 @@ def cmd_curves(args) -> int:
 
     from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, read_v2_test_log, run_summary
     from linfdist.train import METRICS, MODEL_DIR, RECIPE_FILE
-    from linfdist.zoo.card import refresh_run_section
+    from linfdist.zoo.card import CARD_FILE, refresh_run_section
 
     run = Path(args.run)
     for name in (METRICS, RECIPE_FILE):
@@ -324,7 +326,7 @@ def cmd_curves(args) -> int:
     for target in targets:
         plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs, recipe=recipe)
         print(f"wrote {target}")
-    card = run / MODEL_DIR / "README.md"
+    card = run / MODEL_DIR / CARD_FILE
     if card.is_file():
         refresh_run_section(card.parent, run_summary(read_metrics(run / METRICS), recipe))
         print(f"updated the Training run section of {card}")
@@ -404,9 +406,10 @@ def zoo_list(args) -> int:
 
 
 def zoo_info(args) -> int:
+    from linfdist.zoo.card import CARD_FILE
     from linfdist.zoo.registry import get_entry, model_folder
 
-    print((model_folder(get_entry(args.name).name) / "README.md").read_text(), end="")
+    print((model_folder(get_entry(args.name).name) / CARD_FILE).read_text(), end="")
     return 0
 
 
@@ -444,7 +447,7 @@ def zoo_sync(args) -> int:
     from linfdist.workflows import sync_zoo
 
     changed = sync_zoo()
-    print("\n".join(f"rewrote {path}" for path in changed) or "cards and README already quote the registry")
+    print("\n".join(f"rewrote {path}" for path in changed) or "cards, their pins and the README already match the registry")
     return 0
 
 

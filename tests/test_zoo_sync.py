@@ -15,7 +15,7 @@ from linfdist.workflows import sync_zoo, zoo_table
 from linfdist.workflows.zoo_figures import TABLE_END, TABLE_START, replace_between
 from linfdist.zoo import bundled_model_dir
 from linfdist.zoo.published import eps_text, published
-from linfdist.zoo.registry import load_registry, record_entry, registry_path
+from linfdist.zoo.registry import check_files, load_registry, record_entry, registry_path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = [entry for entry in load_registry() if entry.bundled]
@@ -47,6 +47,35 @@ def test_sync_rewrites_a_card_that_drifted_and_repins_it(checkout):
     assert sync_zoo(registry, zoo, readme) == [card, readme]
     assert "99.99%" not in card.read_text() and "99.99%" not in readme.read_text()
     assert next(e for e in load_registry(registry) if e.name == entry.name).files == entry.files
+
+
+def test_sync_repins_redrawn_curves(checkout):
+    """`linfdist curves` may redraw a bundled model's curves.png; sync pins the new drawing."""
+    registry, zoo, readme = checkout
+    entry = next(e for e in BUNDLED if "curves.png" in e.files)
+    folder = zoo / entry.bundled
+    (folder / "curves.png").write_bytes((folder / "curves.png").read_bytes() + b"redrawn")
+    with pytest.raises(ValueError, match="sha256 mismatch for curves.png"):
+        check_files(folder, entry)
+    assert sync_zoo(registry, zoo, readme) == [registry]  # no card or table changed, only a pin
+    synced = next(e for e in load_registry(registry) if e.name == entry.name)
+    assert synced.files["curves.png"] != entry.files["curves.png"]
+    assert {k: v for k, v in synced.files.items() if k != "curves.png"} == \
+        {k: v for k, v in entry.files.items() if k != "curves.png"}
+    assert check_files(folder, synced) == folder
+
+
+@pytest.mark.parametrize("changed", ["model.safetensors", "config.json"])
+def test_sync_refuses_a_model_that_changed(checkout, changed):
+    """A model's own files change only by bundling it anew: sync does not re-pin them."""
+    registry, zoo, readme = checkout
+    entry = BUNDLED[0]
+    path = zoo / entry.bundled / changed
+    path.write_bytes(path.read_bytes() + b" ")
+    before = registry.read_bytes()
+    with pytest.raises(ValueError, match=f"sha256 mismatch for {changed}"):
+        sync_zoo(registry, zoo, readme)
+    assert registry.read_bytes() == before
 
 
 def test_a_recorded_figure_reaches_card_and_readme(checkout):

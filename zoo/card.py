@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from linfdist.data import dataset_info
 from linfdist.zoo.published import eps_text
 
+CARD_FILE = "README.md"  # in a Hub-layout model folder, as huggingface_hub names it
 TRAINING_SECTIONS = ("Training run", "Training notes", "Reproduce", "Training recipe")
 #: The figures a card states, in its model-index and its table (None: not derived for this model).
 METRICS = ("clean_accuracy", "certified_accuracy", "certified_accuracy_margin", "certified_accuracy_ibp")
@@ -167,13 +168,13 @@ runtime's rounding error, and a sample counts when either proves it. Re-check wi
 def write_model_card(folder: Path, config, results: dict, recipe: dict | None = None, command: str | None = None,
                      run: dict | None = None, name: str | None = None, base_model: str | None = None):
     """Write README.md into a Hub-layout folder."""
-    (Path(folder) / "README.md").write_text(card_text(config, results, recipe, command, run, name, base_model))
+    (Path(folder) / CARD_FILE).write_text(card_text(config, results, recipe, command, run, name, base_model))
 
 
 def rewrite_results(folder: Path, config, results: dict, name: str | None = None,
                     base_model: str | None = None) -> None:
     """Regenerate a card's head (header, figures, usage, citation), keeping its training sections."""
-    path = Path(folder) / "README.md"
+    path = Path(folder) / CARD_FILE
     old = path.read_text() if path.is_file() else ""
     starts = [i for i in (old.find(f"\n## {title}") for title in TRAINING_SECTIONS) if i >= 0]
     tail = old[min(starts):] if starts else ""
@@ -183,7 +184,7 @@ def rewrite_results(folder: Path, config, results: dict, name: str | None = None
 def refresh_run_section(folder: Path, run: dict) -> None:
     """Rewrite the card's Training run section from ``run`` (curves.run_summary), adding it
     before the Reproduce section (or at the end) where the card has none."""
-    path = Path(folder) / "README.md"
+    path = Path(folder) / CARD_FILE
     text = path.read_text()
     section = run_section(run)
     start = text.find("\n## Training run")

@@ -17,7 +17,7 @@ from linfdist import __version__
 from linfdist.curves import CURVES_FILE
 from linfdist.errors import LinfdistError
 from linfdist.files import sha256_file
-from linfdist.zoo.card import METRICS
+from linfdist.zoo.card import CARD_FILE, METRICS
 from linfdist.zoo.registry import ZooEntry, load_registry, record_entry, registry_path
 
 
@@ -29,13 +29,13 @@ def stage(folder: Path) -> tuple[dict, dict]:
 
     folder = Path(folder)
     model = load_pretrained(folder)  # config and weights must agree before anything is uploaded
-    card_path = folder / "README.md"
+    card_path = folder / CARD_FILE
     if not card_path.is_file():
         raise FileNotFoundError(f"{card_path} not found: publish needs the model card (write_model_card)")
     claims = {r.metric_type: r for r in ModelCard.load(card_path).data.eval_results or []}
     if not {"clean_accuracy", "certified_accuracy"} <= set(claims):
         raise LinfdistError(f"{card_path} states no clean and certified accuracy in its model-index")
-    names = [CONFIG_FILE, "README.md", *(p.name for p in weight_files(folder))]
+    names = [CONFIG_FILE, CARD_FILE, *(p.name for p in weight_files(folder))]
     names += [extra for extra in (INDEX_FILE, CURVES_FILE) if (folder / extra).is_file()]
     config = model.config
     args = claims["certified_accuracy"].metric_args or {}

@@ -3,7 +3,9 @@
 ``recertify`` derives a bundled model's figures with the independent verifier and records them in
 the registry; ``sync_zoo`` regenerates from the registry everything that quotes them: each bundled
 model's card (so the ONNX metadata, which export copies from the card) and the README's zoo table.
-Both rewrite files of the source checkout, never of an installed package.
+Both rewrite files of the source checkout, never of an installed package. Only the documents that show
+the figures (the card and its curves, which ``linfdist curves`` may redraw) are re-pinned; a model's
+own files change only by bundling it anew.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from linfdist.curves import CURVES_FILE
 from linfdist.data import dataset_info, load_dataset
 from linfdist.errors import LinfdistError
 from linfdist.files import sha256_file
 from linfdist.models import load_pretrained
 from linfdist.workflows.certification import certify_folder
 from linfdist.zoo import bundled_model_dir
-from linfdist.zoo.card import rewrite_results
+from linfdist.zoo.card import CARD_FILE, rewrite_results
 from linfdist.zoo.published import eps_text, published
 from linfdist.zoo.registry import ZooEntry, check_files, get_entry, load_registry, record_entry, registry_path
 
 TABLE_START, TABLE_END = "<!-- zoo-table -->", "<!-- /zoo-table -->"
+DOCUMENTS = (CARD_FILE, CURVES_FILE)  # what sync may re-pin; every other registered file is the model
 
 
 def source_checkout() -> Path:
@@ -50,36 +54,42 @@ def recertify(name: str, data_dir=None, progress: bool = True, registry: Path | 
                     certified_accuracy_margin=round(results["certified_accuracy_margin"], 2),
                     certified_accuracy_ibp=round(results["certified_accuracy_ibp"], 2),
                     test_images=results["n"], certifier=results["certifier"])
-    entry = _write_card(entry, folder)  # the card is the one file that changes (check_files verified the others)
+    entry = _write_card(entry, folder)  # the card is the one file that changes (check_files verified all)
     record_entry(registry, entry)
     return entry
 
 
 def _write_card(entry: ZooEntry, folder: Path) -> ZooEntry:
-    """Regenerate ``folder``'s card figures from ``entry`` (its training sections kept); the entry with
-    the card's new sha256."""
+    """Regenerate ``folder``'s card figures from ``entry`` (its training sections kept), after checking the
+    model's own files against the registry; the entry with its documents' new sha256."""
+    model_files = {name: digest for name, digest in entry.files.items() if name not in DOCUMENTS}
+    check_files(folder, replace(entry, files=model_files))
     rewrite_results(folder, load_pretrained(folder).config, entry.results(), entry.name, entry.base_model)
-    return replace(entry, files={**entry.files, "README.md": sha256_file(folder / "README.md")})
+    documents = {name: sha256_file(folder / name) for name in entry.files if name in DOCUMENTS}
+    return replace(entry, files={**entry.files, **documents})
 
 
 def sync_zoo(registry: Path | None = None, zoo_dir: Path | None = None, readme: Path | None = None) -> list[Path]:
-    """Regenerate every bundled card from the registry, re-pin their sha256, and rewrite the README's zoo
-    table between its markers; returns the files that changed."""
+    """Regenerate every bundled card from the registry, re-pin the cards and curves (a redrawn curves.png
+    included), and rewrite the README's zoo table between its markers; returns the files that changed."""
     root = None if registry and zoo_dir and readme else source_checkout()
     registry = Path(registry or root / "zoo" / "registry.json")
     zoo_dir = Path(zoo_dir or registry.parent)
     readme = Path(readme or root / "README.md")
-    changed = []
+    changed, repinned = [], False
     for entry in load_registry(registry):
         if not entry.bundled:
             continue
-        card = zoo_dir / entry.bundled / "README.md"
+        card = zoo_dir / entry.bundled / CARD_FILE
         before = card.read_bytes() if card.is_file() else b""
         synced = _write_card(entry, card.parent)
-        if synced != entry:
-            record_entry(registry, synced)
         if card.read_bytes() != before:
             changed.append(card)
+        if synced != entry:
+            record_entry(registry, synced)
+            repinned = True
+    if repinned:
+        changed.append(registry)
     text = readme.read_text()
     table = zoo_table(load_registry(registry))
     updated = replace_between(text, TABLE_START, TABLE_END, table, readme)
