@@ -312,9 +312,10 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
             started = time.perf_counter() - run.progress.sums.get("seconds", 0.0)
             if not _train_epoch(run, x_all, y_all, stop, progress, started):
                 raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
-            _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
+            saved = _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
             if world.sum([float(stop.is_set())])[0] > 0:  # arrived during the evaluation: save the epoch's end
-                run.save()
+                if not saved:
+                    run.save()
                 raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
     return save_model(run, out) if world.main else None
 
@@ -340,9 +341,9 @@ def _drop_epochs_after(metrics: Path, epoch: int) -> None:
             tmp.write_text("".join(line + "\n" for line in kept))
 
 
-def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bool) -> None:
+def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bool) -> bool:
     """Evaluate at p = ∞ with PGD, log the epoch, draw the curves (at most every CURVES_SECONDS, and after the
-    last epoch) and checkpoint where due (rank 0 alone; the others wait for its checkpoint)."""
+    last epoch) and checkpoint where due (rank 0 alone; the others wait for its checkpoint); whether it did."""
     recipe, pos = run.recipe, run.progress
     last = pos.epoch + 1 == recipe.epochs
     save = last or run.world.sum([float(run.checkpoint_time_up())])[0] > 0
@@ -350,7 +351,7 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
         run.progress = Progress(pos.epoch + 1)
         if save:
             run.save()
-        return
+        return save
     ev = evaluate_at_linf(run.model, test_x[: recipe.eval_limit], test_y[: recipe.eval_limit], recipe, progress,
                           seed=recipe.seed + pos.epoch)
     p = p_at(recipe, pos.epoch)
@@ -378,6 +379,7 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
             f"train acc {record['train_accuracy']:.2f}% | test clean {record['test_clean_accuracy']:.2f}% "
             f"certified {record['test_certified_accuracy']:.2f}%{pgd} at p=inf (n={ev.n})"
         )
+    return save
 
 
 @contextlib.contextmanager

@@ -180,6 +180,29 @@ def test_checkpoints_follow_checkpoint_minutes_not_every_epoch(shared_data, tmp_
     assert saves == [3]
 
 
+def test_a_stop_during_an_evaluation_that_checkpoints_saves_once(shared_data, tmp_path, monkeypatch):
+    """SIGINT while the last epoch is evaluated: the epoch's own checkpoint is the one written; --resume then
+    only writes the model folder."""
+    import linfdist.train as training
+
+    saves, stop = [], StopRequest()
+    real_save, real_evaluate = training.Run.save, training.evaluate_at_linf
+    monkeypatch.setattr(training.Run, "save", lambda run: (saves.append(run.progress.epoch), real_save(run)))
+
+    def evaluate_then_interrupt(model, images, labels, recipe, progress, seed=0):
+        if seed == recipe.seed + recipe.epochs - 1:
+            stop()
+        return real_evaluate(model, images, labels, recipe, progress, seed)
+
+    monkeypatch.setattr(training, "evaluate_at_linf", evaluate_then_interrupt)
+    recipe = _smoke(epochs=2, checkpoint_minutes=60)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, tmp_path / "run", data_dir=shared_data, progress=False, stop=stop)
+    assert saves == [2]
+    model = train(recipe, tmp_path / "run", data_dir=shared_data, resume=True, progress=False)
+    assert saves == [2] and [r["epoch"] for r in _logged(model)] == [1, 2]
+
+
 def test_a_run_that_died_after_logging_later_epochs_logs_them_once(shared_data, tmp_path):
     """A run killed (no SIGINT) after epochs its checkpoint does not hold were logged: --resume continues
     from the checkpoint, drops those log lines and logs the epochs again, as a straight run logs them."""
