@@ -43,6 +43,7 @@ from linfdist.nn import MeanShift
 from linfdist.optim import make_optimizer
 from linfdist.recipe import CROP_PADDINGS, RECIPES, Recipe, get_recipe  # noqa: F401 - public names of linfdist.train
 from linfdist.schedules import eps_at, lr_at, lr_factor, p_at
+from linfdist.verify.errors import first_line
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -310,9 +311,10 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
         while run.progress.epoch < recipe.epochs:
             # seconds already spent on this epoch before an interruption come back with the checkpoint
             started = time.perf_counter() - run.progress.sums.get("seconds", 0.0)
-            if not _train_epoch(run, x_all, y_all, stop, progress, started):
-                raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
-            saved = _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
+            with _failure_of_a_stop(stop):
+                if not _train_epoch(run, x_all, y_all, stop, progress, started):
+                    raise KeyboardInterrupt(f"stopped; progress saved in {ckpt_path}")
+                saved = _end_epoch(run, out, test_x, test_y, time.perf_counter() - started, progress)
             if world.sum([float(stop.is_set())])[0] > 0:  # arrived during the evaluation: save the epoch's end
                 if not saved:
                     run.save()
@@ -380,6 +382,20 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
             f"certified {record['test_certified_accuracy']:.2f}%{pgd} at p=inf (n={ev.n})"
         )
     return save
+
+
+@contextlib.contextmanager
+def _failure_of_a_stop(stop: StopRequest):
+    """An error raised once a stop was asked for is the stop's doing: Ctrl-C reaches the whole process group,
+    compilers that torch.compile and Triton run in child processes included, and the step they were compiling
+    for fails. It stops the run as the stop would, keeping the last checkpoint."""
+    try:
+        yield
+    except Exception as err:
+        if not stop.is_set():
+            raise
+        raise KeyboardInterrupt(f"stopped during a step ({type(err).__name__}: {first_line(err)}); "
+                                "the last checkpoint is kept") from err
 
 
 @contextlib.contextmanager

@@ -247,6 +247,31 @@ def test_sigint_saves_a_checkpoint_and_stops(shared_data, tmp_path, monkeypatch)
     assert (state["epoch"], state["step"]) == (0, 2)
 
 
+@pytest.mark.parametrize("stopped", [True, False])
+def test_a_step_that_fails_after_a_stop_stops_the_run(shared_data, tmp_path, monkeypatch, stopped):
+    """Ctrl-C reaches the compilers' child processes too (torch.compile, Triton): the step they compiled for
+    fails, and that failure is the stop's, not a bug; without a stop the error is the error."""
+    import linfdist.train as training
+
+    stop, calls, real_step = StopRequest(), [], training.training_loss
+
+    def step_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            if stopped:
+                stop()
+            raise RuntimeError("C++ compile error\n(the compiler was interrupted)")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "training_loss", step_then_fail)
+    expected = KeyboardInterrupt if stopped else RuntimeError
+    with pytest.raises(expected, match="compile error") as raised:
+        train(_smoke(), tmp_path / "run", data_dir=shared_data, progress=False, stop=stop)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # the failed step saved nothing
+    if stopped:  # one line: the error's first
+        assert str(raised.value).endswith("C++ compile error); the last checkpoint is kept")
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(shared_data, tmp_path, monkeypatch):
     import linfdist.train as training
 
