@@ -69,3 +69,20 @@ def test_skip_fractions_count_the_terms_within_2_to_the_minus_40():
     assert len(hidden) == 2 * 4 and all(0 < r["terms"] <= r["groups_of_16"] <= 1 for r in hidden)
     by_layer = {(r["layer"], r["p"]): r["terms"] for r in rows}
     assert all(by_layer[(layer, 1000.0)] < by_layer[(layer, 8.0)] for layer, _ in by_layer)
+
+
+def test_gpu_runs_take_the_epochs_their_probe_says_fit():
+    """benchmarks/gpu_train.sh sizes a device call's schedule from a probe: the compile epoch left out, the
+    evaluation (in the log's clock, not in an epoch's seconds) counted, never more than the recipe's epochs."""
+    fit = _script("epochs_that_fit")
+    probe = [{"seconds": 30.0, "finished": "2026-12-02T00:00:30Z"},  # compiles
+             {"seconds": 2.0, "finished": "2026-12-02T00:00:33Z"},
+             {"seconds": 2.5, "finished": "2026-12-02T00:00:36Z"},
+             {"seconds": 2.0, "finished": "2026-12-02T00:00:39Z"}]
+    assert fit.epoch_seconds(probe) == pytest.approx(3.5)  # (39 - 33 + 1) / 2: evaluations take about 1 s
+    assert fit.epochs_that_fit(probe, 450, 350) == 90
+    assert fit.epochs_that_fit(probe, 40, 350) == 40
+    quiet = [dict(r, finished="2026-12-02T00:00:30Z") for r in probe]  # within one second of the log's clock
+    assert fit.epoch_seconds(quiet) == 2.5
+    with pytest.raises(ValueError, match="3 epochs"):
+        fit.epoch_seconds(probe[:2])
