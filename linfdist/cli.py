@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("curves", help="redraw a run's curves.png, optionally beside a published run's test log")
     c.add_argument("run", help="run folder (metrics.jsonl, recipe.json); its model/ copy is redrawn too")
     c.add_argument("--reference", metavar="LOG", help="the v2 authors' logs/<task>/test_inf.log to draw beside ours")
-    c.add_argument("--reference-label", default="v2 authors", help="legend name of the reference run")
+    c.add_argument("--reference-label", default=None,
+                   help="legend name of the reference run (default: 'v2 authors (D×W)', the net of the paper "
+                        "recipe the run's recipe is sized from)")
     c.add_argument("--reference-epochs", type=int, default=None,
                    help="epochs of the reference run (default: the log's last epoch)")
 
@@ -320,8 +322,8 @@ def cmd_curves(args) -> int:
             raise CliError(f"{run / name} not found: not a linfdist train run folder")
     recipe = json.loads((run / RECIPE_FILE).read_text())
     epochs = recipe["epochs"]
-    reference = (read_v2_test_log(Path(args.reference), args.reference_label, args.reference_epochs)
-                 if args.reference else None)
+    label = args.reference_label or _reference_label(recipe)
+    reference = read_v2_test_log(Path(args.reference), label, args.reference_epochs) if args.reference else None
     targets = [run / CURVES_FILE] + ([run / MODEL_DIR / CURVES_FILE] if (run / MODEL_DIR).is_dir() else [])
     for target in targets:
         plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs, recipe=recipe)
@@ -331,6 +333,16 @@ def cmd_curves(args) -> int:
         refresh_run_section(card.parent, run_summary(read_metrics(run / METRICS), recipe))
         print(f"updated the Training run section of {card}")
     return 0
+
+
+def _reference_label(recipe: dict) -> str:
+    """"v2 authors (D×W)" with the net of the paper recipe a run's recipe is (NAME, which NAME-cpu sizes for
+    the CPU), "v2 authors" for any other recipe."""
+    from linfdist.recipe import RECIPES
+
+    papers = {name.removesuffix("-cpu") for name in RECIPES if name.endswith("-cpu")} & set(RECIPES)
+    name = recipe.get("name", "").removesuffix("-cpu")
+    return f"v2 authors ({RECIPES[name].depth}×{RECIPES[name].width})" if name in papers else "v2 authors"
 
 
 def _train_device(choice: str) -> str:

@@ -331,6 +331,15 @@ def test_curves_beside_a_published_log(shared_data, tmp_path, capsys):
     assert "not a linfdist train run folder" in capsys.readouterr().err
 
 
+def test_the_reference_is_labelled_with_the_paper_recipes_net():
+    from linfdist.cli import _reference_label
+
+    assert _reference_label({"name": "mnist-0.3-cpu", "width": 512}) == "v2 authors (5×5120)"
+    assert _reference_label({"name": "cifar10-2", "width": 1024}) == "v2 authors (6×5120)"
+    for other in ("mnist-smoke", "cifar10-2-ft-cpu", "no-such-recipe"):
+        assert _reference_label({"name": other}) == "v2 authors"
+
+
 def test_checkpoints_from_another_architecture_or_garbage_are_refused(shared_data, tmp_path):
     out = tmp_path / "run"
     train(_smoke(epochs=1), out, data_dir=shared_data, progress=False)
