@@ -20,7 +20,7 @@ from linfdist import __version__
 from linfdist.errors import LinfdistError
 from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
 from linfdist.files import atomic_path, sha256_file
-from linfdist.models import ARCHITECTURES
+from linfdist.models import ARCHITECTURES, CARD_FILE
 from linfdist.nn import LpDistLinear
 
 DEFAULT_OPSET = 18
@@ -181,13 +181,10 @@ def export_checkpoint(folder, path, opset: int | None = None, batch: int | None 
 
 def _card_claims(folder: Path) -> dict:
     """The accuracies the folder's model card states, as metadata (none if there is no card)."""
-    from huggingface_hub import ModelCard
-
-    from linfdist.zoo.card import CARD_FILE
-
     card_path = folder / CARD_FILE
     if not card_path.is_file():
         return {}
+    from huggingface_hub import ModelCard
 
     claims = {}
     for result in ModelCard.load(card_path).data.eval_results or []:

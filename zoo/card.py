@@ -13,9 +13,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 from linfdist.data import dataset_info
+from linfdist.models import CARD_FILE
 from linfdist.zoo.published import eps_text
 
-CARD_FILE = "README.md"  # in a Hub-layout model folder, as huggingface_hub names it
 TRAINING_SECTIONS = ("Training run", "Training notes", "Reproduce", "Training recipe")
 #: The figures a card states, in its model-index and its table (None: not derived for this model).
 METRICS = ("clean_accuracy", "certified_accuracy", "certified_accuracy_margin", "certified_accuracy_ibp")

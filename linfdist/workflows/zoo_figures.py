@@ -18,10 +18,10 @@ from linfdist.curves import CURVES_FILE
 from linfdist.data import dataset_info, load_dataset
 from linfdist.errors import LinfdistError
 from linfdist.files import sha256_file
-from linfdist.models import load_pretrained
+from linfdist.models import CARD_FILE, load_pretrained
 from linfdist.workflows.certification import certify_folder
 from linfdist.zoo import bundled_model_dir
-from linfdist.zoo.card import CARD_FILE, rewrite_results
+from linfdist.zoo.card import rewrite_results
 from linfdist.zoo.published import eps_text, published
 from linfdist.zoo.registry import ZooEntry, check_files, get_entry, load_registry, record_entry, registry_path
 
