@@ -219,7 +219,7 @@ def main(argv=None) -> int:
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     result = {**config, "authors": str(args.authors), "date": time.strftime("%Y-%m-%d"), "runs": rows}
     summary.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| run | clean | certified | training (s) |\n|---|---|---|---|")
+    print("| run | clean | certified | training (s) |\n|---|---|---|---|")
     for side, row in rows.items():
         print(f"| {side} | {row['clean']:.2f}% | {row['certified']:.2f}% | {row['train_seconds']:.0f} |")
     return 0
