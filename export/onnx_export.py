@@ -19,8 +19,8 @@ from torch import nn
 from linfdist import __version__
 from linfdist.errors import LinfdistError
 from linfdist.export.lp_dist_function import DOMAIN, DOMAIN_VERSION, OP, lp_dist_function
-from linfdist.files import atomic_path, sha256_file
-from linfdist.models import ARCHITECTURES, CARD_FILE
+from linfdist.files import CARD_FILE, atomic_path, sha256_file
+from linfdist.models import ARCHITECTURES
 from linfdist.nn import LpDistLinear
 
 DEFAULT_OPSET = 18

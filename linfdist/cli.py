@@ -283,7 +283,7 @@ def cmd_train(args) -> int:
         return 0
     from huggingface_hub import ModelCard
 
-    from linfdist.models import CARD_FILE
+    from linfdist.files import CARD_FILE
 
     figures = {r.metric_type: r for r in ModelCard.load(target / CARD_FILE).data.eval_results}
     clean, certified = figures["clean_accuracy"], figures["certified_accuracy"]
@@ -313,8 +313,8 @@ def cmd_curves(args) -> int:
     import json
 
     from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, read_v2_test_log, run_summary
+    from linfdist.files import CARD_FILE
     from linfdist.train import METRICS, MODEL_DIR, RECIPE_FILE
-    from linfdist.models import CARD_FILE
     from linfdist.zoo.card import refresh_run_section
 
     run = Path(args.run)
@@ -419,7 +419,7 @@ def zoo_list(args) -> int:
 
 
 def zoo_info(args) -> int:
-    from linfdist.models import CARD_FILE
+    from linfdist.files import CARD_FILE
     from linfdist.zoo.registry import get_entry, model_folder
 
     print((model_folder(get_entry(args.name).name) / CARD_FILE).read_text(), end="")

@@ -1,4 +1,4 @@
-"""File helpers shared by training, the zoo and the exporter: hashes and atomic writes."""
+"""File helpers shared by training, the zoo and the exporter: hashes, atomic writes, the model card's name."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import os
 from pathlib import Path
+
+CARD_FILE = "README.md"  # a Hub-layout folder's model card, as huggingface_hub names it
 
 
 def sha256_file(path: Path) -> str:

@@ -30,7 +30,6 @@ from linfdist.rounding import matmul_error, rounding_error, widen
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-CARD_FILE = "README.md"  # the model card, as huggingface_hub names it
 #: Weights above this size are written as model-0000k-of-0000n.safetensors shards plus INDEX_FILE.
 SHARD_BYTES = 15 * 2**20
 #: Model-card metadata that PyTorchModelHubMixin attaches to every model class.

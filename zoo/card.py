@@ -13,7 +13,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 from linfdist.data import dataset_info
-from linfdist.models import CARD_FILE
+from linfdist.files import CARD_FILE
 from linfdist.zoo.published import eps_text
 
 TRAINING_SECTIONS = ("Training run", "Training notes", "Reproduce", "Training recipe")

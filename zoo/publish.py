@@ -16,7 +16,7 @@ from pathlib import Path
 from linfdist import __version__
 from linfdist.curves import CURVES_FILE
 from linfdist.errors import LinfdistError
-from linfdist.files import sha256_file
+from linfdist.files import CARD_FILE, sha256_file
 from linfdist.zoo.card import METRICS
 from linfdist.zoo.registry import ZooEntry, load_registry, record_entry, registry_path
 
@@ -25,7 +25,7 @@ def stage(folder: Path) -> tuple[dict, dict]:
     """(sha256 per file to upload, registry fields) for a checked checkpoint folder with its card."""
     from huggingface_hub import ModelCard
 
-    from linfdist.models import CARD_FILE, CONFIG_FILE, INDEX_FILE, load_pretrained, weight_files
+    from linfdist.models import CONFIG_FILE, INDEX_FILE, load_pretrained, weight_files
 
     folder = Path(folder)
     model = load_pretrained(folder)  # config and weights must agree before anything is uploaded

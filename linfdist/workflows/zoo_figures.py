@@ -17,8 +17,8 @@ from pathlib import Path
 from linfdist.curves import CURVES_FILE
 from linfdist.data import dataset_info, load_dataset
 from linfdist.errors import LinfdistError
-from linfdist.files import sha256_file
-from linfdist.models import CARD_FILE, load_pretrained
+from linfdist.files import CARD_FILE, sha256_file
+from linfdist.models import load_pretrained
 from linfdist.workflows.certification import certify_folder
 from linfdist.zoo import bundled_model_dir
 from linfdist.zoo.card import rewrite_results
@@ -54,16 +54,14 @@ def recertify(name: str, data_dir=None, progress: bool = True, registry: Path | 
                     certified_accuracy_margin=round(results["certified_accuracy_margin"], 2),
                     certified_accuracy_ibp=round(results["certified_accuracy_ibp"], 2),
                     test_images=results["n"], certifier=results["certifier"])
-    entry = _write_card(entry, folder)  # the card is the one file that changes (check_files verified all)
+    entry = _write_card(entry, folder)  # the card is the one file that changes (check_files verified the others)
     record_entry(registry, entry)
     return entry
 
 
 def _write_card(entry: ZooEntry, folder: Path) -> ZooEntry:
-    """Regenerate ``folder``'s card figures from ``entry`` (its training sections kept), after checking the
-    model's own files against the registry; the entry with its documents' new sha256."""
-    model_files = {name: digest for name, digest in entry.files.items() if name not in DOCUMENTS}
-    check_files(folder, replace(entry, files=model_files))
+    """Regenerate ``folder``'s card figures from ``entry`` (its training sections kept); the entry with its
+    documents' new sha256."""
     rewrite_results(folder, load_pretrained(folder).config, entry.results(), entry.name, entry.base_model)
     documents = {name: sha256_file(folder / name) for name in entry.files if name in DOCUMENTS}
     return replace(entry, files={**entry.files, **documents})
@@ -71,7 +69,8 @@ def _write_card(entry: ZooEntry, folder: Path) -> ZooEntry:
 
 def sync_zoo(registry: Path | None = None, zoo_dir: Path | None = None, readme: Path | None = None) -> list[Path]:
     """Regenerate every bundled card from the registry, re-pin the cards and curves (a redrawn curves.png
-    included), and rewrite the README's zoo table between its markers; returns the files that changed."""
+    included) after checking each model's own files against their pins, and rewrite the README's zoo table
+    between its markers; returns the files that changed."""
     root = None if registry and zoo_dir and readme else source_checkout()
     registry = Path(registry or root / "zoo" / "registry.json")
     zoo_dir = Path(zoo_dir or registry.parent)
@@ -81,6 +80,8 @@ def sync_zoo(registry: Path | None = None, zoo_dir: Path | None = None, readme: 
         if not entry.bundled:
             continue
         card = zoo_dir / entry.bundled / CARD_FILE
+        model_files = {name: digest for name, digest in entry.files.items() if name not in DOCUMENTS}
+        check_files(card.parent, replace(entry, files=model_files))
         before = card.read_bytes() if card.is_file() else b""
         synced = _write_card(entry, card.parent)
         if card.read_bytes() != before:
