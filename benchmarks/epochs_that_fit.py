@@ -9,10 +9,8 @@ what fits, at most the recipe's own schedule (benchmarks/gpu_train.sh sizes a de
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
-from pathlib import Path
 
 MARGIN = 0.9  # of the budget, for epochs slower than the probe's and the final checkpoint
 
@@ -31,10 +29,11 @@ def epochs_that_fit(records: list[dict], recipe_epochs: int, budget_seconds: flo
 
 
 def main(argv=None) -> int:
+    from linfdist.curves import read_metrics
     from linfdist.recipe import get_recipe
 
     metrics, recipe, budget = argv or sys.argv[1:]
-    records = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    records = read_metrics(metrics)
     print(f"{epoch_seconds(records):.2f} {epochs_that_fit(records, get_recipe(recipe).epochs, float(budget))}")
     return 0
 
