@@ -20,8 +20,8 @@ PY=python3
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
-left() {  # seconds of training left before the certification's share; never 0 (timeout's "no limit")
-  local n=$(( BUDGET - CERTIFY_SECONDS - $(elapsed) )); [ "$n" -ge 1 ] && echo "$n" || echo 1
+left() {  # seconds of the budget left, less $1; never 0 (timeout's "no limit")
+  local n=$(( BUDGET - ${1:-0} - $(elapsed) )); [ "$n" -ge 1 ] && echo "$n" || echo 1
 }
 mkdir -p "$OUT" .gpu/runs
 RUN=.gpu/runs/$RECIPE-$WIDTH
@@ -49,14 +49,16 @@ elif [ ! -f "$RUN/model/config.json" ]; then
     sleep 1
   done
   kill $PROBE_PID 2>/dev/null; wait $PROBE_PID 2>/dev/null
-  read -r EPOCH_SECONDS EPOCHS < <($PY benchmarks/epochs_that_fit.py "$PROBE/metrics.jsonl" "$RECIPE" "$(left)")
+  read -r EPOCH_SECONDS EPOCHS < <($PY benchmarks/epochs_that_fit.py "$PROBE/metrics.jsonl" "$RECIPE" \
+                                     "$(left "$CERTIFY_SECONDS")")
   echo "== probe: $EPOCH_SECONDS s an epoch at finite p; training $EPOCHS epochs" | tee -a "$LOG"
   [ "${EPOCHS:-0}" -ge 1 ] || { echo "not one epoch fits in the budget"; exit 1; }
   timeout -s INT "$(left)" \
     $PY -m linfdist train --recipe "$RECIPE" --width "$WIDTH" --epochs "$EPOCHS" --out "$RUN" --device "$DEVICE" \
     --quiet --data-dir "$DATA" 2>&1 | tee -a "$LOG"
 fi
-# the certification runs inside `linfdist train` after the last epoch; an interrupted run keeps its checkpoint
+# the epochs were sized to leave CERTIFY_SECONDS, and the timeouts above give `linfdist train` the whole rest of
+# the budget, its certification after the last epoch included; an interrupted run keeps its checkpoint
 echo "== $(elapsed) s; model: $([ -f "$RUN/model/config.json" ] && echo written || echo "not yet (checkpoint kept in $RUN)")" | tee -a "$LOG"
 tar c --exclude=checkpoint.pt -C .gpu/runs "$(basename "$RUN")" | split -b 15M -d - "$OUT/run.tar.part-"
 ls -l "$OUT" | tee -a "$LOG"
