@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("folder", help="checkpoint folder written by linfdist train (config, weights, card, curves)")
     bun.add_argument("--name", required=True, help="registry name, also the folder's name in the zoo")
     bun.add_argument("--default", action="store_true", help="move the 'default' alias to it")
+    bun.add_argument("--replaces", metavar="OLD", help="a bundled model of the same task it supersedes: takes its "
+                     "place, aliases and folder, refused unless it certifies more on the same test images")
     pub = zsub.add_parser("publish", help="upload a checkpoint folder to the Hub and pin it in the registry")
     pub.add_argument("folder", help="checkpoint folder with config.json, weights and model card")
     pub.add_argument("--repo-id", required=True, help="Hub repository, owner/name")
@@ -467,7 +469,9 @@ def zoo_sync(args) -> int:
 def zoo_bundle(args) -> int:
     from linfdist.zoo.bundle import bundle
 
-    entry = bundle(args.folder, args.name, make_default=args.default)
+    entry = bundle(args.folder, args.name, make_default=args.default, replaces=args.replaces)
+    if args.replaces:
+        print(f"{entry.name}: replaces {args.replaces} in the registry and the zoo folder")
     print(f"{entry.name}: bundled with {len(entry.files)} files, certified {entry.certified_accuracy:.2f}% at "
           f"ε = {entry.eps:g} (from its card); re-derive with: linfdist zoo recertify {entry.name}")
     return 0
