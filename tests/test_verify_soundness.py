@@ -100,6 +100,7 @@ def test_strong_attacks_never_break_a_certificate_of_the_bundled_model(tmp_path)
         assert (session.run(None, {"pixels": adv.numpy()})[0].argmax(1) == y.numpy()).all()
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_logits_past_float32_range_are_never_certified(tmp_path):
     """Reference logits 3.5e38 < 4e38 say class 1; every float32 runtime computes inf, inf (argmax 0)."""
     import onnxruntime as ort
