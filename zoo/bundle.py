@@ -12,7 +12,7 @@ from pathlib import Path
 
 from linfdist.errors import LinfdistError
 from linfdist.zoo.publish import stage
-from linfdist.zoo.registry import ZooEntry, get_entry, load_registry, record_entry, registry_path, replace_entry
+from linfdist.zoo.registry import ZooEntry, get_entry, load_registry, record_entry, registry_path
 
 
 def bundle(folder, name: str, make_default: bool = False, zoo_dir: Path | None = None,
@@ -40,18 +40,14 @@ def bundle(folder, name: str, make_default: bool = False, zoo_dir: Path | None =
     partial.mkdir(parents=True)
     for file in files:
         shutil.copyfile(Path(folder) / file, partial / file)
-    if old is None:
-        partial.rename(target)
-        record_entry(registry, entry, make_default)
-        return entry
-    retired = zoo_dir / f".{old.bundled}.replaced"
-    shutil.rmtree(retired, ignore_errors=True)
-    (zoo_dir / old.bundled).rename(retired)
+    retired = zoo_dir / f".{old.bundled}.replaced" if old is not None else None
+    if retired is not None:  # out of the way first: the new folder may take the old one's name
+        shutil.rmtree(retired, ignore_errors=True)
+        (zoo_dir / old.bundled).rename(retired)
     partial.rename(target)
-    replace_entry(registry, old.name, entry)
-    if make_default:
-        record_entry(registry, get_entry(name, registry), make_default=True)
-    shutil.rmtree(retired)
+    record_entry(registry, entry, make_default, replaces=old.name if old is not None else None)
+    if retired is not None:
+        shutil.rmtree(retired)
     return entry
 
 

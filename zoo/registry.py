@@ -63,18 +63,20 @@ def load_registry(path: Path | None = None) -> list[ZooEntry]:
         raise LinfdistError(f"malformed registry entry: {err}") from None
 
 
-def _write_registry(path: Path, models: list[ZooEntry]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"schema": SCHEMA, "models": [asdict(e) for e in models]}, indent=2) + "\n")
-
-
-def record_entry(path: Path, entry: ZooEntry, make_default: bool = False) -> None:
-    """Add or replace ``entry`` (by name) in the registry file in one atomic write;
-    ``make_default`` moves the "default" alias to it in the same write."""
+def record_entry(path: Path, entry: ZooEntry, make_default: bool = False, replaces: str | None = None) -> None:
+    """Add ``entry`` to the registry file, or put it in place of the entry of its name (or of ``replaces``,
+    whose aliases it takes), in one atomic write; ``make_default`` moves the "default" alias to it in the
+    same write."""
     from linfdist.zoo import DEFAULT_MODEL
 
     models = load_registry(path)
-    taken = [e.name for e in models if e.name != entry.name
+    slot = replaces or entry.name
+    if replaces:
+        old = next((e for e in models if e.name == replaces), None)
+        if old is None:
+            raise LinfdistError(f"{replaces} is not registered")
+        entry = replace(entry, aliases=[*entry.aliases, *(a for a in old.aliases if a not in entry.aliases)])
+    taken = [e.name for e in models if e.name != slot
              and ({e.name, *e.aliases} & {entry.name, *entry.aliases})]
     if taken:
         raise LinfdistError(f"{entry.name}: its name or an alias is already used by {', '.join(taken)}")
@@ -82,24 +84,9 @@ def record_entry(path: Path, entry: ZooEntry, make_default: bool = False) -> Non
         models = [replace(e, aliases=[a for a in e.aliases if a != DEFAULT_MODEL]) for e in models]
         entry = replace(entry, aliases=[*(a for a in entry.aliases if a != DEFAULT_MODEL), DEFAULT_MODEL])
     names = [e.name for e in models]
-    models = [entry if e.name == entry.name else e for e in models] + ([] if entry.name in names else [entry])
-    _write_registry(path, models)
-
-
-def replace_entry(path: Path, old_name: str, entry: ZooEntry) -> None:
-    """Put ``entry`` where ``old_name`` was in the registry file (its place in the list and its
-    aliases, "default" included), removing ``old_name``, in one atomic write."""
-    models = load_registry(path)
-    old = next((e for e in models if e.name == old_name), None)
-    if old is None:
-        raise LinfdistError(f"{old_name} is not registered")
-    entry = replace(entry, aliases=[*entry.aliases, *(a for a in old.aliases if a not in entry.aliases)])
-    rest = [e for e in models if e.name != old_name]
-    taken = [e.name for e in rest if {e.name, *e.aliases} & {entry.name, *entry.aliases}]
-    if taken:
-        raise LinfdistError(f"{entry.name}: its name or an alias is already used by {', '.join(taken)}")
-    models = [entry if e.name == old_name else e for e in models]
-    _write_registry(path, models)
+    models = [entry if e.name == slot else e for e in models] + ([] if slot in names else [entry])
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"schema": SCHEMA, "models": [asdict(e) for e in models]}, indent=2) + "\n")
 
 
 def list_models() -> list[str]:
