@@ -1,6 +1,7 @@
 """Seconds per training epoch of a recipe at fixed values of p, from timed training steps.
 
     python benchmarks/epoch_time.py --recipe mnist-0.3-cpu --p 8,50,400,1000,inf --steps 20 --data-dir ../shared/data
+    python benchmarks/epoch_time.py --recipe cifar10-2-cpu --set width=1024 --p 8,inf --data-dir ../shared/data
 
 Each p runs ``--steps`` steps of the recipe's own loop body (augmentation, forward, loss, backward,
 weight decay, Adam) on real training batches after two untimed ones; the epoch figure is the median
@@ -24,20 +25,22 @@ def main(argv=None) -> int:
     parser.add_argument("--p", default="8,50,400,1000,inf")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field (width, depth, batch_size, ...), as for linfdist train")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
     import torch
 
+    from linfdist.augment import augment
     from linfdist.data import load_dataset
     from linfdist.evaluate import pixels
     from linfdist.kernels import native
-    from linfdist.optim import make_optimizer
-    from linfdist.augment import augment
     from linfdist.losses import training_loss
+    from linfdist.optim import make_optimizer
     from linfdist.train import build_model, get_recipe
 
-    recipe = get_recipe(args.recipe)
+    recipe = get_recipe(args.recipe).override(args.set)
     images, labels = load_dataset(recipe.dataset, "train", args.data_dir)
     x_all, y_all = pixels(images), torch.from_numpy(labels).long()
     steps_per_epoch = math.ceil(len(x_all) / recipe.batch_size)
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
               f"({steps_per_epoch} steps)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"recipe": args.recipe, "native": native.isa_name(), "threads": torch.get_num_threads(),
+            json.dump({"recipe": args.recipe, "set": args.set, "native": native.isa_name(), "threads": torch.get_num_threads(),
                        "date": time.strftime("%Y-%m-%d"), "steps": args.steps, "rows": rows}, f, indent=2)
     return 0
 

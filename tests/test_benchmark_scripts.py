@@ -1,12 +1,14 @@
 """The benchmark scripts' own logic (their full runs need the authors' code or hours of CPU)."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from linfdist.errors import LinfdistError
 from linfdist.functional import interval_lp_dist, lp_dist
 from linfdist.train import get_recipe
 
@@ -39,7 +41,7 @@ def test_parity_shim_computes_their_layout_with_our_kernels(p):
 
 def test_parity_tasks_fill_their_commands():
     parity = _script("authors_parity")
-    version, _, dataset, eps, their_args, recipe, extra = parity.TASKS["mnist-0.3"]
+    _, _, _, eps, their_args, recipe, _ = parity.TASKS["mnist-0.3"]
     filled = [parity._fill(a, {"{E}": "10", "{W}": "128", "{P}": "2", "{Q}": "8", "{S}": "1"}) for a in their_args]
     assert "0,0,2,8,10" in filled and "MLPModel(depth=5,width=128,identity_val=10.0,scalar=True)" in filled
     assert filled[filled.index("--seed") + 1] == "1" and get_recipe(recipe).eps_test == eps == 0.3
@@ -86,3 +88,17 @@ def test_gpu_runs_take_the_epochs_their_probe_says_fit():
     assert fit.epoch_seconds(quiet) == 2.5
     with pytest.raises(ValueError, match="3 epochs"):
         fit.epoch_seconds(probe[:2])
+
+
+def test_epoch_time_times_the_recipe_with_its_overrides(shared_data, tmp_path, capsys):
+    """benchmarks/epoch_time.py applies --set like `linfdist train` and writes one row per p."""
+    out = tmp_path / "times.json"
+    assert _script("epoch_time").main(["--recipe", "mnist-tiny", "--set", "width=16", "--set", "head_hidden=16",
+                                       "--p", "8,inf", "--steps", "1", "--data-dir", str(shared_data),
+                                       "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert rows["set"] == ["width=16", "head_hidden=16"]
+    assert [r["p"] for r in rows["rows"]] == [8.0, "inf"]
+    assert all(r["epoch_seconds"] > 0 for r in rows["rows"])
+    with pytest.raises(LinfdistError, match="unknown recipe field 'widht'"):
+        _script("epoch_time").main(["--recipe", "mnist-tiny", "--set", "widht=16", "--data-dir", str(shared_data)])
