@@ -10,13 +10,15 @@ epoch count (``Recipe.with_epochs``). The sweep resumes: a finished configuratio
 is kept, a started one continues from its checkpoint (``--resume``). Results go to DIR/sweep.json and
 stdout as a table
 with the training time (the sum of the epochs' seconds in metrics.jsonl) and the certified points
-gained per CPU hour over the configuration one step smaller.
+gained per CPU hour over the configuration one step smaller. SIGTERM or Ctrl-C stops the sweep and the
+training under it, which saves its checkpoint first; the same command then resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,14 +35,32 @@ def run_one(args, recipe, width: int, epochs: int) -> dict:
         if (folder / "checkpoint.pt").is_file() and not (folder / "model" / "config.json").is_file():
             command.append("--resume")
         if not (folder / "model" / "config.json").is_file():
-            subprocess.run(command, check=True)
-        subprocess.run([sys.executable, "-m", "linfdist", "verify", str(folder / "model"), "--data-dir",
-                        str(args.data_dir), "--runtimes", "reference", "--json", str(report), "--quiet"], check=True)
+            _run(command)
+        _run([sys.executable, "-m", "linfdist", "verify", str(folder / "model"), "--data-dir",
+              str(args.data_dir), "--runtimes", "reference", "--json", str(report), "--quiet"])
     verified = json.loads(report.read_text())
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return {"width": width, "epochs": epochs, "train_seconds": sum(r["seconds"] for r in records),
             "device": records[-1]["device"], "finished": records[-1]["finished"],
             "clean": verified["clean_accuracy"], "certified": verified["certified_accuracy"], "n": verified["n"]}
+
+
+def _run(command: list[str]) -> None:
+    """Run one step of the sweep to its end. SIGTERM to the sweep reaches the step as the SIGINT that makes
+    ``linfdist train`` save a checkpoint and stop (Ctrl-C reaches it anyway: same process group), and the
+    sweep waits for that: a step left running would write the run folder under the sweep that resumes it."""
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code:
+        raise SystemExit(f"sweep: `{' '.join(command[1:5])} ...` exited with status {code}; "
+                         "the same sweep command resumes")
 
 
 def main(argv=None) -> int:
@@ -69,8 +89,8 @@ def main(argv=None) -> int:
     by = {(r["width"], r["epochs"]): r for r in rows}
     for r in rows:
         gains = []
-        for other in (_smaller(epoch_counts, r["epochs"], lambda e: (r["width"], e)),
-                      _smaller(widths, r["width"], lambda w: (w, r["epochs"]))):
+        for other in (_smaller(epoch_counts, r["epochs"], lambda e, r=r: (r["width"], e)),
+                      _smaller(widths, r["width"], lambda w, r=r: (w, r["epochs"]))):
             base = by.get(other) if other else None
             extra = (r["train_seconds"] - base["train_seconds"]) / 3600 if base else 0
             gains.append(f"{(r['certified'] - base['certified']) / extra:+.1f}" if base and extra > 0 else "-")

@@ -102,3 +102,30 @@ def test_epoch_time_times_the_recipe_with_its_overrides(shared_data, tmp_path, c
     assert all(r["epoch_seconds"] > 0 for r in rows["rows"])
     with pytest.raises(LinfdistError, match="unknown recipe field 'widht'"):
         _script("epoch_time").main(["--recipe", "mnist-tiny", "--set", "widht=16", "--data-dir", str(shared_data)])
+
+
+def test_a_stopped_sweep_stops_its_training_and_waits_for_its_checkpoint(tmp_path):
+    """SIGTERM to the sweep reaches its step as SIGINT (what makes `linfdist train` checkpoint and stop), and the
+    sweep exits only after the step has: none is left running on the run folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    saved, ready = tmp_path / "saved", tmp_path / "ready"
+    step = ("import pathlib, signal, sys, time\n"
+            f"def stop(*_):\n    time.sleep(0.5); pathlib.Path({str(saved)!r}).write_text('checkpoint'); sys.exit(130)\n"
+            f"signal.signal(signal.SIGINT, stop); pathlib.Path({str(ready)!r}).write_text(str(__import__('os').getpid()))\n"
+            "time.sleep(60)\n")
+    sweep = subprocess.Popen([sys.executable, "-c", "import sys, sweep; sweep._run([sys.executable, '-c', sys.argv[1]])",
+                              step], cwd=BENCHMARKS, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not ready.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=30)
+    assert sweep.returncode == 1 and "exited with status 130" in err and "resumes" in err
+    assert saved.read_text() == "checkpoint"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(ready.read_text()), 0)
