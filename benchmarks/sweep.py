@@ -55,7 +55,8 @@ def _run(command: list[str]) -> None:
         code = child.wait()
     except KeyboardInterrupt:
         child.wait()
-        raise
+        print("sweep: stopped; the same sweep command resumes", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if code:

@@ -104,9 +104,10 @@ def test_epoch_time_times_the_recipe_with_its_overrides(shared_data, tmp_path, c
         _script("epoch_time").main(["--recipe", "mnist-tiny", "--set", "widht=16", "--data-dir", str(shared_data)])
 
 
-def test_a_stopped_sweep_stops_its_training_and_waits_for_its_checkpoint(tmp_path):
-    """SIGTERM to the sweep reaches its step as SIGINT (what makes `linfdist train` checkpoint and stop), and the
-    sweep exits only after the step has: none is left running on the run folder."""
+@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C"])
+def test_a_stopped_sweep_stops_its_training_and_waits_for_its_checkpoint(tmp_path, how):
+    """SIGTERM to the sweep reaches its step as SIGINT (what makes `linfdist train` checkpoint and stop; Ctrl-C
+    reaches the whole process group), and the sweep exits only after the step has: none is left running."""
     import os
     import signal
     import subprocess
@@ -119,13 +120,17 @@ def test_a_stopped_sweep_stops_its_training_and_waits_for_its_checkpoint(tmp_pat
             f"signal.signal(signal.SIGINT, stop); pathlib.Path({str(ready)!r}).write_text(str(__import__('os').getpid()))\n"
             "time.sleep(60)\n")
     sweep = subprocess.Popen([sys.executable, "-c", "import sys, sweep; sweep._run([sys.executable, '-c', sys.argv[1]])",
-                              step], cwd=BENCHMARKS, stderr=subprocess.PIPE, text=True)
+                              step], cwd=BENCHMARKS, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 30
     while not ready.is_file() and time.monotonic() < deadline:
         time.sleep(0.05)
-    sweep.send_signal(signal.SIGTERM)
+    if how == "Ctrl-C":
+        os.killpg(sweep.pid, signal.SIGINT)
+    else:
+        sweep.send_signal(signal.SIGTERM)
     _, err = sweep.communicate(timeout=30)
-    assert sweep.returncode == 1 and "exited with status 130" in err and "resumes" in err
+    expected = (130, "stopped") if how == "Ctrl-C" else (1, "exited with status 130")
+    assert sweep.returncode == expected[0] and expected[1] in err and "the same sweep command resumes" in err
     assert saved.read_text() == "checkpoint"
     with pytest.raises(ProcessLookupError):
         os.kill(int(ready.read_text()), 0)
