@@ -104,25 +104,33 @@ def test_epoch_time_times_the_recipe_with_its_overrides(shared_data, tmp_path, c
         _script("epoch_time").main(["--recipe", "mnist-tiny", "--set", "widht=16", "--data-dir", str(shared_data)])
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 @pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C"])
-def test_a_stopped_sweep_stops_its_training_and_waits_for_its_checkpoint(tmp_path, how):
-    """SIGTERM to the sweep reaches its step as SIGINT (what makes `linfdist train` checkpoint and stop; Ctrl-C
-    reaches the whole process group), and the sweep exits only after the step has: none is left running."""
+def test_a_stopped_sweep_stops_its_training_and_waits_for_its_checkpoint(tmp_path, how, jobs):
+    """SIGTERM to the sweep reaches every running step as SIGINT (what makes `linfdist train` checkpoint and
+    stop; Ctrl-C reaches the whole process group), the sweep starts no further step, and it exits only after
+    the running ones have: none is left running."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    saved, ready = tmp_path / "saved", tmp_path / "ready"
     step = ("import pathlib, signal, sys, time\n"
-            f"def stop(*_):\n    time.sleep(0.5); pathlib.Path({str(saved)!r}).write_text('checkpoint'); sys.exit(130)\n"
-            f"signal.signal(signal.SIGINT, stop); pathlib.Path({str(ready)!r}).write_text(str(__import__('os').getpid()))\n"
+            f"def stop(*_):\n    time.sleep(0.5); pathlib.Path({str(tmp_path)!r}, 'saved{{W}}').write_text('checkpoint')"
+            "; sys.exit(130)\n"
+            f"signal.signal(signal.SIGINT, stop); pathlib.Path({str(tmp_path)!r}, 'ready{{W}}')"
+            ".write_text(str(__import__('os').getpid()))\n"
             "time.sleep(60)\n")
-    sweep = subprocess.Popen([sys.executable, "-c", "import sys, sweep; sweep._run([sys.executable, '-c', sys.argv[1]])",
-                              step], cwd=BENCHMARKS, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = ("import sys, sweep\n"
+           "sweep.run_one = lambda args, w, e, threads=None: sweep._run([sys.executable, '-c', "
+           "sys.argv[1].replace('{W}', str(w))])\n"
+           f"sweep._stoppable(lambda: sweep.run_all(None, [(1, 1), (2, 1), (3, 1)], {jobs}, lambda rows: None))")
+    sweep = subprocess.Popen([sys.executable, "-c", run, step], cwd=BENCHMARKS, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    running = [tmp_path / f"ready{w}" for w in range(1, jobs + 1)]
     deadline = time.monotonic() + 30
-    while not ready.is_file() and time.monotonic() < deadline:
+    while not all(r.is_file() for r in running) and time.monotonic() < deadline:
         time.sleep(0.05)
     if how == "Ctrl-C":
         os.killpg(sweep.pid, signal.SIGINT)
@@ -131,6 +139,37 @@ def test_a_stopped_sweep_stops_its_training_and_waits_for_its_checkpoint(tmp_pat
     _, err = sweep.communicate(timeout=30)
     expected = (130, "stopped") if how == "Ctrl-C" else (1, "exited with status 130")
     assert sweep.returncode == expected[0] and expected[1] in err and "the same sweep command resumes" in err
-    assert saved.read_text() == "checkpoint"
-    with pytest.raises(ProcessLookupError):
-        os.kill(int(ready.read_text()), 0)
+    assert [(tmp_path / f"saved{w}").read_text() for w in range(1, jobs + 1)] == ["checkpoint"] * jobs
+    assert not (tmp_path / "ready3").exists()
+    for ready in running:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(ready.read_text()), 0)
+
+
+def test_a_parallel_sweep_gives_every_configuration_its_share_of_the_cores(shared_data, tmp_path):
+    """--jobs 2: both configurations train at once, each with half the cores' threads, and the rows come back
+    in the order asked for."""
+    sweep = _script("sweep")
+    out = tmp_path / "sweep"
+    assert sweep.main(["--recipe", "mnist-smoke", "--widths", "16,8", "--epochs", "1", "--jobs", "2",
+                       "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["width"], r["epochs"]) for r in rows] == [(16, 1), (8, 1)]
+    threads = max(1, sweep._cores() // 2)
+    assert all(f"{threads} torch threads" in r["device"] and r["n"] == 10000 for r in rows)
+
+
+def test_a_failed_configuration_leaves_the_others_running(monkeypatch):
+    """A parallel sweep reports a configuration's failure after the rest have ended, with their rows kept."""
+    sweep = _script("sweep")
+    seen = []
+
+    def run_one(args, width, epochs, threads=None):
+        if width == 2:
+            raise SystemExit("sweep: width 2 failed")
+        return {"width": width, "epochs": epochs}
+
+    monkeypatch.setattr(sweep, "run_one", run_one)
+    with pytest.raises(SystemExit, match="width 2 failed"):
+        sweep.run_all(None, [(1, 5), (2, 5), (3, 5)], 2, lambda rows: seen.append([r["width"] for r in rows]))
+    assert seen[-1] == [1, 3]
