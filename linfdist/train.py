@@ -185,9 +185,9 @@ class Run:
 
 
 class StopRequest:
-    """Set by SIGINT (or a test): the loop saves a checkpoint after the current step and stops.
+    """Set by SIGINT or SIGTERM (or a test): the loop saves a checkpoint after the current step and stops.
 
-    A second SIGINT interrupts at once (the last checkpoint stays as it is).
+    A second signal interrupts at once (the last checkpoint stays as it is).
     """
 
     def __init__(self):
@@ -307,7 +307,7 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
             (out / RUN_FILE).write_text(json.dumps({"data_dir": str(resolved.resolve()) if resolved else None}) + "\n")
     stop = stop or StopRequest()
     x_all, y_all = pixels(train_x), torch.from_numpy(train_y).long()
-    with _stop_signals(stop, world.distributed):
+    with _stop_signals(stop):
         while run.progress.epoch < recipe.epochs:
             # seconds already spent on this epoch before an interruption come back with the checkpoint
             started = time.perf_counter() - run.progress.sums.get("seconds", 0.0)
@@ -399,14 +399,15 @@ def _failure_of_a_stop(stop: StopRequest):
 
 
 @contextlib.contextmanager
-def _stop_signals(stop: StopRequest, distributed: bool):
-    """Route SIGINT to ``stop`` while training (main thread only), and SIGTERM too on several ranks (what
-    torchrun sends every rank when one fails or it is interrupted), restoring the old handlers."""
+def _stop_signals(stop: StopRequest):
+    """Route SIGINT and SIGTERM to ``stop`` while training (main thread only), restoring the old handlers.
+
+    SIGTERM is what torchrun sends every rank when one fails or it is interrupted, and what job schedulers
+    (SLURM, ``docker stop``, the end of a session) send before they kill: the run checkpoints and stops."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = [signal.SIGINT, signal.SIGTERM] if distributed else [signal.SIGINT]
-    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

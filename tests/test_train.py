@@ -225,8 +225,10 @@ def test_a_run_that_died_after_logging_later_epochs_logs_them_once(shared_data, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigint_saves_a_checkpoint_and_stops(shared_data, tmp_path, monkeypatch):
-    """A real SIGINT during training: checkpoint written, KeyboardInterrupt raised, handler restored."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_a_checkpoint_and_stops(shared_data, tmp_path, monkeypatch, sig):
+    """A real SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop) during training: checkpoint written,
+    KeyboardInterrupt raised, both handlers restored."""
     import linfdist.train as training
 
     real_step = training.training_loss
@@ -235,14 +237,14 @@ def test_sigint_saves_a_checkpoint_and_stops(shared_data, tmp_path, monkeypatch)
     def step_then_interrupt(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(training, "training_loss", step_then_interrupt)
-    before = signal.getsignal(signal.SIGINT)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(KeyboardInterrupt):
         train(_smoke(), tmp_path / "run", data_dir=shared_data, progress=False)
-    assert signal.getsignal(signal.SIGINT) is before
+    assert {s: signal.getsignal(s) for s in before} == before
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (0, 2)
 
