@@ -2,7 +2,7 @@
 
 Each epoch ends with a line in ``metrics.jsonl``; an atomic checkpoint (``checkpoint.pt``, loaded with
 ``weights_only=True``) is written every ``checkpoint_minutes`` (at the end of the step or epoch where they are
-up), after the last epoch and on SIGINT, so epochs of a second on a GPU do not each pay for one;
+up), after the last epoch and on SIGINT or SIGTERM, so epochs of a second on a GPU do not each pay for one;
 ``resume=True`` continues exactly, dropping the log lines of epochs after the checkpoint. The run ends by
 saving the net at p = ∞ as a Hub-layout folder (``model/``: config.json, model.safetensors,
 curves.png). Certifying it and writing its model card is ``linfdist.workflows.train_and_certify``'s job.
@@ -271,7 +271,7 @@ def train(recipe: Recipe, out: Path, data_dir=None, resume: bool = False, progre
     CPU, so a run is the same run on any device (up to the kernels' rounding); a checkpoint
     written on one device resumes on another.
 
-    A checkpoint is written every ``checkpoint_minutes`` and after the last epoch; SIGINT (or ``stop``) saves
+    A checkpoint is written every ``checkpoint_minutes`` and after the last epoch; SIGINT or SIGTERM (or ``stop``) saves
     one at the next step and raises KeyboardInterrupt.
     """
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
