@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "recipe the run's recipe is sized from)")
     c.add_argument("--reference-epochs", type=int, default=None,
                    help="epochs of the reference run (default: the log's last epoch)")
+    c.add_argument("--base", metavar="BASE_RUN", default=None,
+                   help="for a fine-tuning run: the run folder whose model/ it started from (its init_from); "
+                        "that run's epochs are drawn first, and the card states both runs and reproduces both")
 
     e = sub.add_parser("export", help="write a checkpoint as ONNX (ai.linfdist::LpDist with its function body)")
     e.add_argument("model", nargs="?", default=None, help=f"{MODEL_HELP.split(' or an .onnx')[0]} (default: the zoo's "
@@ -311,31 +314,65 @@ def _saved_run(folder: Path):
 
 
 def cmd_curves(args) -> int:
-    """Redraw RUN/curves.png (and RUN/model/curves.png), with the reference log's curves if given."""
-    import json
-
-    from linfdist.curves import CURVES_FILE, plot_curves, read_metrics, read_v2_test_log, run_summary
+    """Redraw RUN/curves.png (and RUN/model/curves.png), with the reference log's curves if given, and
+    the model card's Training run section; with --base, a fine-tuning run after the run it started from."""
+    from linfdist.curves import CURVES_FILE, chain_records, plot_curves, read_metrics, read_v2_test_log, run_summary
     from linfdist.files import CARD_FILE
-    from linfdist.train import METRICS, MODEL_DIR, RECIPE_FILE
-    from linfdist.zoo.card import refresh_run_section
+    from linfdist.recipe import Recipe
+    from linfdist.train import METRICS, MODEL_DIR
+    from linfdist.workflows import reproduce_command
+    from linfdist.zoo.card import refresh_reproduce_section, refresh_run_section
 
     run = Path(args.run)
-    for name in (METRICS, RECIPE_FILE):
-        if not (run / name).is_file():
-            raise CliError(f"{run / name} not found: not a linfdist train run folder")
-    recipe = json.loads((run / RECIPE_FILE).read_text())
+    recipe = _run_recipe(run)
     epochs = recipe["epochs"]
-    label = args.reference_label or _reference_label(recipe)
+    base, base_recipe = _base_run(Path(args.base), run, recipe) if args.base else (None, None)
+    if base_recipe:
+        epochs += base_recipe["epochs"]
+    label = args.reference_label or _reference_label(base_recipe or recipe)
     reference = read_v2_test_log(Path(args.reference), label, args.reference_epochs) if args.reference else None
     targets = [run / CURVES_FILE] + ([run / MODEL_DIR / CURVES_FILE] if (run / MODEL_DIR).is_dir() else [])
     for target in targets:
-        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs, recipe=recipe)
+        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs, recipe=recipe, base=base)
         print(f"wrote {target}")
     card = run / MODEL_DIR / CARD_FILE
     if card.is_file():
-        refresh_run_section(card.parent, run_summary(read_metrics(run / METRICS), recipe))
+        records = chain_records(base or [], read_metrics(run / METRICS))
+        refresh_run_section(card.parent, run_summary(records, base_recipe or recipe,
+                                                     fine_tuned_after=base[-1]["epoch"] if base else None))
         print(f"updated the Training run section of {card}")
+        if base:
+            first = reproduce_command(Recipe.from_dict(base_recipe), run="BASE_RUN")
+            then = reproduce_command(Recipe.from_dict({**recipe, "init_from": "BASE_RUN/model"}))
+            refresh_reproduce_section(card.parent, [first, then])
+            print(f"updated the Reproduce section of {card}: both runs")
     return 0
+
+
+def _base_run(base: Path, run: Path, recipe: dict) -> tuple[list[dict], dict]:
+    """The records and recipe of the run folder ``base``, once ``run`` (with ``recipe``) is seen to have
+    started from its model."""
+    from linfdist.curves import read_metrics
+    from linfdist.train import METRICS, MODEL_DIR
+
+    base_recipe = _run_recipe(base)
+    start = recipe.get("init_from") or ""
+    if not start or not Path(start).is_dir() or Path(start).resolve() != (base / MODEL_DIR).resolve():
+        raise CliError(f"{run} started from {start or 'random weights'!r}, not from {base / MODEL_DIR}: --base "
+                       "names the run whose model a fine-tuning run started from")
+    return read_metrics(base / METRICS), base_recipe
+
+
+def _run_recipe(run: Path) -> dict:
+    """The recipe.json of a ``linfdist train`` run folder (which must have its metrics.jsonl too)."""
+    import json
+
+    from linfdist.train import METRICS, RECIPE_FILE
+
+    for name in (METRICS, RECIPE_FILE):
+        if not (run / name).is_file():
+            raise CliError(f"{run / name} not found: not a linfdist train run folder")
+    return json.loads((run / RECIPE_FILE).read_text())
 
 
 def _reference_label(recipe: dict) -> str:

@@ -51,14 +51,22 @@ def read_v2_test_log(path: Path, label: str, epochs: int | None = None) -> Refer
     return ReferenceRun(label, epochs or points[-1][0], points)
 
 
-def run_summary(records: list[dict], recipe: dict | None = None) -> dict:
-    """What a model card says about the run: epochs, wall time, devices, when it ended, and the
-    checkpoint it started from (the recipe's init_from, "" for a random start)."""
+def chain_records(base: list[dict], records: list[dict]) -> list[dict]:
+    """A fine-tuning run's records after those of the run whose weights it started from, its epochs
+    counted on from the base run's last."""
+    offset = base[-1]["epoch"] if base else 0
+    return base + [{**r, "epoch": r["epoch"] + offset} for r in records]
+
+
+def run_summary(records: list[dict], recipe: dict | None = None, fine_tuned_after: int | None = None) -> dict:
+    """What a model card says about the run: epochs, wall time, devices, when it ended, the checkpoint
+    it started from (the recipe's init_from, "" for a random start) and, for ``records`` chained by
+    ``chain_records`` (``recipe`` then the first run's), the epoch after which fine-tuning began."""
     devices = list(dict.fromkeys(r["device"] for r in records if r.get("device")))
     return {"epochs": records[-1]["epoch"] if records else 0,
             "wall_seconds": sum(r.get("seconds", 0.0) for r in records),
             "devices": devices, "finished": records[-1].get("finished") if records else None,
-            "init_from": (recipe or {}).get("init_from", "")}
+            "init_from": (recipe or {}).get("init_from", ""), "fine_tuned_after": fine_tuned_after}
 
 
 #: One colour per quantity, the same in every panel (and the reference run's its own).
@@ -69,26 +77,30 @@ P_INF_AT = 2000
 
 
 def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | None = None,
-                total_epochs: int | None = None, recipe: dict | None = None) -> None:
+                total_epochs: int | None = None, recipe: dict | None = None, base: list[dict] | None = None) -> None:
     """Loss and p, then clean / certified / PGD accuracy per epoch, written atomically to ``png_path``
     (titled from the run's ``recipe`` where given).
 
     With ``reference``, a third panel draws its certified and clean test accuracy beside ours
-    against the fraction of training done (runs of different lengths share one axis).
+    against the fraction of training done (runs of different lengths share one axis). With ``base``
+    (the records of the run a fine-tuning run started from), that run's epochs come first and a
+    vertical line marks where fine-tuning began.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_metrics(metrics_path)
+    records = chain_records(base or [], read_metrics(metrics_path))
     epochs = [r["epoch"] for r in records]
+    title = curves_title(recipe, records) if recipe else None
+    if base and title:
+        title += f"; fine-tuned after epoch {base[-1]['epoch']}"
     with plt.rc_context({"lines.marker": "." if len(epochs) < 20 else ""}):  # a short run's points stay visible
-        _draw(plt, records, epochs, png_path, reference, total_epochs,
-              curves_title(recipe, records) if recipe else None)
+        _draw(plt, records, epochs, png_path, reference, total_epochs, title, base[-1]["epoch"] if base else None)
 
 
-def _draw(plt, records, epochs, png_path, reference, total_epochs, title) -> None:
+def _draw(plt, records, epochs, png_path, reference, total_epochs, title, fine_tuned_after) -> None:
     panels = 3 if reference else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.3))
     ax_loss, ax_acc = axes[0], axes[1]
@@ -114,6 +126,13 @@ def _draw(plt, records, epochs, png_path, reference, total_epochs, title) -> Non
     ax_acc.legend(loc="lower right", fontsize=8)
     if reference:
         _draw_reference(axes[2], records, reference, total_epochs or max(epochs, default=1))
+    if fine_tuned_after is not None:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(fine_tuned_after, color=COLORS["p"], lw=0.8, ls="--")
+        ax_acc.text(fine_tuned_after, 0.98, " fine-tuning", transform=ax_acc.get_xaxis_transform(), fontsize=7,
+                    va="top")
+        if reference:
+            axes[2].axvline(fine_tuned_after / (total_epochs or max(epochs)), color=COLORS["p"], lw=0.8, ls="--")
     if title:
         fig.suptitle(title, fontsize=10)
     try:

@@ -333,6 +333,34 @@ def test_curves_beside_a_published_log(shared_data, tmp_path, capsys):
     assert "not a linfdist train run folder" in capsys.readouterr().err
 
 
+def test_curves_of_a_fine_tuning_run_follow_the_run_it_started_from(shared_data, tmp_path, capsys):
+    """`linfdist curves RUN --base BASE_RUN`: the card counts both runs' epochs and time, and reproduces
+    both; a base the run did not start from is refused."""
+    from linfdist.cli import main
+
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    train_and_certify(_smoke(), base, data_dir=shared_data, progress=False)
+    train_and_certify(_smoke(epochs=1, lr=0.0005, init_from=str(base / "model")), tuned, data_dir=shared_data,
+                      progress=False)
+    plain = (tuned / "model" / "curves.png").read_bytes()
+    assert main(["curves", str(tuned), "--base", str(base)]) == 0
+    assert "updated the Reproduce section" in capsys.readouterr().out
+    card = (tuned / "model" / "README.md").read_text()
+    records = [json.loads(x) for r in (base, tuned) for x in (r / "metrics.jsonl").read_text().splitlines()]
+    wall = round(sum(r["seconds"] for r in records))
+    assert "| epochs | 3 (2, then 1 fine-tuning the weights they ended with) |" in card
+    assert f"| wall time | {wall // 3600} h {wall % 3600 // 60:02d} min" in card and "started from" not in card
+    reproduce = card.split("## Reproduce\n\n```\n", 1)[1].split("\n```", 1)[0].splitlines()
+    assert reproduce[0].startswith("linfdist train BASE_RUN --recipe mnist-smoke ") and len(reproduce) == 2
+    assert reproduce[1].endswith("--set init_from=BASE_RUN/model") and "--set lr=0.0005" in reproduce[1]
+    assert "--set lr=" not in reproduce[0] and card.count("## Reproduce") == card.count("## Training run") == 1
+    assert (tuned / "model" / "curves.png").read_bytes() != plain
+    assert main(["curves", str(base), "--base", str(tuned)]) == 2  # the base run started from random weights
+    assert "started from 'random weights', not from" in capsys.readouterr().err
+    assert main(["curves", str(tuned), "--base", str(tmp_path)]) == 2
+    assert "not a linfdist train run folder" in capsys.readouterr().err
+
+
 def test_the_reference_is_labelled_with_the_paper_recipes_net():
     from linfdist.cli import _reference_label
 

@@ -63,12 +63,15 @@ def run_section(run: dict) -> str:
     finished = run["finished"] or "not recorded"
     started = (f"\n| started from | the weights of `{run['init_from']}` (fine-tuning: the epochs and time above are "
                "this run's alone) |" if run.get("init_from") else "")
+    after = run.get("fine_tuned_after")
+    epochs = (f"{run['epochs']} ({after}, then {run['epochs'] - after} fine-tuning the weights they ended with)"
+              if after is not None else run["epochs"])
     return f"""
 ## Training run
 
 | | |
 |---|---|
-| epochs | {run['epochs']} |
+| epochs | {epochs} |
 | wall time | {hours} h {rest // 60:02d} min (sum of the epochs' times) |
 | device | {devices} |
 | finished (UTC) | {finished} |{started}
@@ -181,17 +184,28 @@ def rewrite_results(folder: Path, config, results: dict, name: str | None = None
     path.write_text(card_text(config, results, name=name, base_model=base_model) + tail)
 
 
-def refresh_run_section(folder: Path, run: dict) -> None:
-    """Rewrite the card's Training run section from ``run`` (curves.run_summary), adding it
-    before the Reproduce section (or at the end) where the card has none."""
+def _put_section(folder: Path, title: str, section: str, before: str | None = None) -> None:
+    """Replace the card's ``## title`` section with ``section``, adding it before the ``## before``
+    section (or at the end) where the card has none."""
     path = Path(folder) / CARD_FILE
     text = path.read_text()
-    section = run_section(run)
-    start = text.find("\n## Training run")
+    start = text.find(f"\n## {title}\n")
     if start >= 0:
         end = text.find("\n## ", start + 1)
         text = text[:start] + section + (text[end:] if end >= 0 else "")
     else:
-        at = text.find("\n## Reproduce")
+        at = text.find(f"\n## {before}\n") if before else -1
         text = text + section if at < 0 else text[:at] + section + text[at:]
     path.write_text(text)
+
+
+def refresh_run_section(folder: Path, run: dict) -> None:
+    """Rewrite the card's Training run section from ``run`` (curves.run_summary), adding it
+    before the Reproduce section (or at the end) where the card has none."""
+    _put_section(folder, "Training run", run_section(run), before="Reproduce")
+
+
+def refresh_reproduce_section(folder: Path, commands: list[str]) -> None:
+    """Rewrite the card's Reproduce section: the ``linfdist train`` commands, one per line, in order."""
+    body = "\n".join(commands)
+    _put_section(folder, "Reproduce", f"\n## Reproduce\n\n```\n{body}\n```\n", before="Training recipe")

@@ -45,11 +45,11 @@ def _cli_value(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def reproduce_command(recipe) -> str:
-    """The ``linfdist train`` command line that reproduces a recipe."""
+def reproduce_command(recipe, run: str | None = None) -> str:
+    """The ``linfdist train`` command line that reproduces a recipe (into the run folder ``run`` where given)."""
     from linfdist.recipe import RECIPES
 
     name = recipe.name if recipe.name in RECIPES else "mnist-default"
     base = asdict(RECIPES[name])
     changed = [f"--set {k}={_cli_value(v)}" for k, v in asdict(recipe).items() if base[k] != v]
-    return " ".join(["linfdist train --recipe", name, "--data-dir DATA", *changed])
+    return " ".join(["linfdist train", *([run] if run else []), "--recipe", name, "--data-dir DATA", *changed])
