@@ -331,15 +331,16 @@ def cmd_curves(args) -> int:
         epochs += base_recipe["epochs"]
     label = args.reference_label or _reference_label(base_recipe or recipe)
     reference = read_v2_test_log(Path(args.reference), label, args.reference_epochs) if args.reference else None
+    records = chain_records(base or [], read_metrics(run / METRICS))
+    fine_tuned_after = base[-1]["epoch"] if base else None
     targets = [run / CURVES_FILE] + ([run / MODEL_DIR / CURVES_FILE] if (run / MODEL_DIR).is_dir() else [])
     for target in targets:
-        plot_curves(run / METRICS, target, reference=reference, total_epochs=epochs, recipe=recipe, base=base)
+        plot_curves(records, target, reference=reference, total_epochs=epochs, recipe=recipe,
+                    fine_tuned_after=fine_tuned_after)
         print(f"wrote {target}")
     card = run / MODEL_DIR / CARD_FILE
     if card.is_file():
-        records = chain_records(base or [], read_metrics(run / METRICS))
-        refresh_run_section(card.parent, run_summary(records, base_recipe or recipe,
-                                                     fine_tuned_after=base[-1]["epoch"] if base else None))
+        refresh_run_section(card.parent, run_summary(records, base_recipe or recipe, fine_tuned_after))
         print(f"updated the Training run section of {card}")
         if base:
             first = reproduce_command(Recipe.from_dict(base_recipe), run="BASE_RUN")
@@ -357,7 +358,7 @@ def _base_run(base: Path, run: Path, recipe: dict) -> tuple[list[dict], dict]:
 
     base_recipe = _run_recipe(base)
     start = recipe.get("init_from") or ""
-    if not start or not Path(start).is_dir() or Path(start).resolve() != (base / MODEL_DIR).resolve():
+    if not start or Path(start).resolve() != (base / MODEL_DIR).resolve():
         raise CliError(f"{run} started from {start or 'random weights'!r}, not from {base / MODEL_DIR}: --base "
                        "names the run whose model a fine-tuning run started from")
     return read_metrics(base / METRICS), base_recipe

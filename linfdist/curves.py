@@ -76,28 +76,28 @@ COLORS = {"train_loss": "C4", "train_accuracy": "C0", "test_clean_accuracy": "C1
 P_INF_AT = 2000
 
 
-def plot_curves(metrics_path: Path, png_path: Path, reference: ReferenceRun | None = None,
-                total_epochs: int | None = None, recipe: dict | None = None, base: list[dict] | None = None) -> None:
-    """Loss and p, then clean / certified / PGD accuracy per epoch, written atomically to ``png_path``
-    (titled from the run's ``recipe`` where given).
+def plot_curves(records: list[dict], png_path: Path, reference: ReferenceRun | None = None,
+                total_epochs: int | None = None, recipe: dict | None = None,
+                fine_tuned_after: int | None = None) -> None:
+    """Loss and p, then clean / certified / PGD accuracy per epoch of a run's ``records`` (read_metrics),
+    written atomically to ``png_path`` (titled from the run's ``recipe`` where given).
 
     With ``reference``, a third panel draws its certified and clean test accuracy beside ours
-    against the fraction of training done (runs of different lengths share one axis). With ``base``
-    (the records of the run a fine-tuning run started from), that run's epochs come first and a
-    vertical line marks where fine-tuning began.
+    against the fraction of training done (runs of different lengths share one axis). With
+    ``fine_tuned_after`` (records chained by ``chain_records``), a vertical line marks where
+    fine-tuning began.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = chain_records(base or [], read_metrics(metrics_path))
     epochs = [r["epoch"] for r in records]
     title = curves_title(recipe, records) if recipe else None
-    if base and title:
-        title += f"; fine-tuned after epoch {base[-1]['epoch']}"
+    if fine_tuned_after is not None and title:
+        title += f"; fine-tuned after epoch {fine_tuned_after}"
     with plt.rc_context({"lines.marker": "." if len(epochs) < 20 else ""}):  # a short run's points stay visible
-        _draw(plt, records, epochs, png_path, reference, total_epochs, title, base[-1]["epoch"] if base else None)
+        _draw(plt, records, epochs, png_path, reference, total_epochs, title, fine_tuned_after)
 
 
 def _draw(plt, records, epochs, png_path, reference, total_epochs, title, fine_tuned_after) -> None:

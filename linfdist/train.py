@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from linfdist.augment import augment
-from linfdist.curves import CURVES_FILE, plot_curves
+from linfdist.curves import CURVES_FILE, plot_curves, read_metrics
 from linfdist.data import dataset_info, load_dataset, resolve_data_dir
 from linfdist.device import device_name
 from linfdist.distributed import World
@@ -369,7 +369,7 @@ def _end_epoch(run: Run, out: Path, test_x, test_y, seconds: float, progress: bo
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
     if last or time.monotonic() - run.plotted_at > CURVES_SECONDS:
-        plot_curves(out / METRICS, out / CURVES_FILE, recipe=asdict(recipe))
+        plot_curves(read_metrics(out / METRICS), out / CURVES_FILE, recipe=asdict(recipe))
         run.plotted_at = time.monotonic()
     if ev.pgd_violations:
         tqdm.write(f"BUG: PGD broke {ev.pgd_violations} certified test samples at epoch {pos.epoch + 1}; "
